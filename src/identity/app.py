@@ -1,0 +1,118 @@
+"""The application: one store and the domain components wired over it.
+
+The gRPC servicers and the CLI both call these methods, so there is one
+implementation of every use case. Input is validated and normalised here,
+before any write transaction starts: a rejected request writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from identity.config import Settings
+from identity.errors import InvalidArgument
+from identity.graph import IdentityGraph, LinkResult, PersonView
+from identity.identifiers import Identifier
+from identity.normalize import Normalizer
+from identity.store import Store, WriteTxn
+
+__all__ = ["App", "LinkInput", "MAX_SOURCE_LENGTH", "MAX_IDENTIFIERS_PER_LINK"]
+
+MAX_SOURCE_LENGTH = 128
+MAX_REQUEST_ID_LENGTH = 128
+MAX_IDENTIFIERS_PER_LINK = 64
+
+
+@dataclass(frozen=True)
+class LinkInput:
+    """A link as a client sent it: raw ``(kind, value)`` pairs, not yet normalised."""
+
+    identifiers: list[tuple[int, str]]
+    source: str = ""
+    observed_ms: int | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class _ValidLink:
+    identifiers: list[Identifier]
+    source: str
+    observed_ms: int | None
+    request_id: str
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    normalizer: Normalizer = field(init=False)
+    graph: IdentityGraph = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.normalizer = Normalizer(self.settings.normalize_settings())
+        self.graph = IdentityGraph(self.settings.merge_rules())
+
+    @classmethod
+    def open(cls, settings: Settings) -> App:
+        store = Store(settings.data_dir, map_size=settings.map_size,
+                      max_map_size=settings.max_map_size, sync=settings.sync)
+        return cls(settings, store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- identifiers -------------------------------------------------------
+
+    def identifier(self, kind: int, value: str, field_path: str = "identifier") -> Identifier:
+        """Normalise one identifier, naming ``field_path`` in the error."""
+        try:
+            return self.normalizer.normalize(kind, value)
+        except InvalidArgument as exc:
+            raise exc.under(field_path) from None
+
+    # -- linking -----------------------------------------------------------
+
+    def link(self, link: LinkInput) -> LinkResult:
+        valid = self._validate(link, "")
+        return self.store.write(lambda tx: self._apply(tx, valid))
+
+    def link_batch(self, links: list[LinkInput], field_path: str = "links") -> list[LinkResult]:
+        """Validate every link, then apply all of them in one transaction."""
+        valid = [self._validate(link, f"{field_path}[{i}].") for i, link in enumerate(links)]
+        return self.store.write(lambda tx: [self._apply(tx, v) for v in valid])
+
+    def _apply(self, tx: WriteTxn, link: _ValidLink) -> LinkResult:
+        return self.graph.link(tx, link.identifiers, source=link.source,
+                               observed_ms=link.observed_ms, request_id=link.request_id)
+
+    def _validate(self, link: LinkInput, prefix: str) -> _ValidLink:
+        if not link.identifiers:
+            raise InvalidArgument.field(f"{prefix}identifiers", "at least one identifier is needed")
+        if len(link.identifiers) > MAX_IDENTIFIERS_PER_LINK:
+            raise InvalidArgument.field(
+                f"{prefix}identifiers", f"at most {MAX_IDENTIFIERS_PER_LINK} identifiers per link")
+        if len(link.source) > MAX_SOURCE_LENGTH:
+            raise InvalidArgument.field(f"{prefix}source",
+                                        f"longer than {MAX_SOURCE_LENGTH} characters")
+        if len(link.request_id) > MAX_REQUEST_ID_LENGTH:
+            raise InvalidArgument.field(f"{prefix}request_id",
+                                        f"longer than {MAX_REQUEST_ID_LENGTH} characters")
+        if link.observed_ms is not None and link.observed_ms < 0:
+            raise InvalidArgument.field(f"{prefix}observed_at", "before 1970")
+        identifiers = [
+            self.identifier(kind, value, f"{prefix}identifiers[{i}]")
+            for i, (kind, value) in enumerate(link.identifiers)
+        ]
+        return _ValidLink(identifiers, link.source.strip(), link.observed_ms, link.request_id)
+
+    # -- resolving ---------------------------------------------------------
+
+    def resolve(self, identifier: Identifier) -> PersonView:
+        with self.store.read() as tx:
+            return self.graph.resolve(tx, identifier)
+
+    def resolve_person_id(self, person_id: str) -> PersonView:
+        if not person_id.strip():
+            raise InvalidArgument.field("person_id", "is empty")
+        with self.store.read() as tx:
+            return self.graph.resolve_person_id(tx, person_id.strip())

@@ -1,0 +1,87 @@
+"""Junk identifier values that must never merge anyone.
+
+A call-centre phone typed into every order, ``test@test.com`` or the string
+``"undefined"`` from a broken form would otherwise glue strangers into one person.
+Entries are exact values or regular expressions, for one kind or for every kind;
+values are compared after normalisation (and case-insensitively).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from identity.identifiers import Identifier, Kind
+
+__all__ = ["Blocklist", "BlockRule", "DEFAULT_RULES"]
+
+_EMPTY_LOOKING = (
+    r"(null|\(null\)|nil|none|undefined|anonymous|unknown|n/?a|nan|-1|0+|-+|\.+|\?+|x+|"
+    r"\"\"|''|empty|test|default)"
+)
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """One blocklist entry: an exact value or a pattern, for one kind or all (kind None)."""
+
+    value: str
+    kind: Kind | None = None
+    is_pattern: bool = False
+
+    def describe(self) -> str:
+        scope = self.kind.label if self.kind else "any kind"
+        how = "pattern" if self.is_pattern else "exact value"
+        return f"blocklisted ({scope}, {how} {self.value!r})"
+
+
+DEFAULT_RULES: tuple[BlockRule, ...] = (
+    BlockRule("test@test.com", Kind.EMAIL),
+    BlockRule("test@example.com", Kind.EMAIL),
+    BlockRule("a@a.com", Kind.EMAIL),
+    BlockRule(r"^(no-?e?mails?|noreply|no-reply|donotreply|none|null|undefined|anonymous|"
+              r"unknown|na|n/a|nobody|fake|asdf|qwerty)@", Kind.EMAIL, True),
+    # All-same-digit national numbers (+70000000000, +11111111111) and 1234567890.
+    BlockRule(r"^\+\d{1,3}?(\d)\1{6,}$", Kind.PHONE, True),
+    BlockRule(r"^\+\d{1,3}?0?123456789\d?$", Kind.PHONE, True),
+    BlockRule(r"^(\d)\1+$", Kind.LOYALTY_CARD, True),
+    BlockRule(r"^[0-]+$", Kind.DEVICE_ID, True),
+    BlockRule(f"^{_EMPTY_LOOKING}$", None, True),
+)
+
+
+@dataclass
+class Blocklist:
+    """Exact values and patterns; ``reason`` says why an identifier is blocked, or None."""
+
+    rules: list[BlockRule] = field(default_factory=lambda: list(DEFAULT_RULES))
+
+    def __post_init__(self) -> None:
+        self._compile()
+
+    def _compile(self) -> None:
+        self._exact: dict[tuple[Kind | None, str], BlockRule] = {}
+        self._patterns: list[tuple[BlockRule, re.Pattern[str]]] = []
+        for rule in self.rules:
+            if rule.is_pattern:
+                self._patterns.append((rule, re.compile(rule.value, re.IGNORECASE)))
+            else:
+                self._exact[(rule.kind, rule.value.casefold())] = rule
+
+    def add(self, rule: BlockRule) -> None:
+        if rule.is_pattern:
+            re.compile(rule.value)  # fail early on a bad pattern
+        self.rules.append(rule)
+        self._compile()
+
+    def reason(self, identifier: Identifier) -> str | None:
+        folded = identifier.value.casefold()
+        rule = self._exact.get((identifier.kind, folded)) or self._exact.get((None, folded))
+        if rule:
+            return rule.describe()
+        for rule, pattern in self._patterns:
+            if (rule.kind is None or rule.kind is identifier.kind) and pattern.search(
+                identifier.value
+            ):
+                return rule.describe()
+        return None

@@ -1,0 +1,105 @@
+"""The ``identity`` command: run the server and talk to it.
+
+    identity serve --data var --address 127.0.0.1:50051
+    identity link customer_id:C-1 email:anna@example.com phone:+447700900123 --source web
+    identity resolve email:anna@example.com
+    identity resolve --person-id C-1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from identity.app import App
+from identity.client import IdentityClient
+from identity.config import Settings
+
+__all__ = ["main"]
+
+
+def _print(message: object) -> None:
+    data = MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from identity.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.load(args.config, address=args.address, data_dir=args.data,
+                             map_size=args.map_size, phone_region=args.phone_region)
+    serve(App.open(settings), settings.address)
+    return 0
+
+
+def _link(args: argparse.Namespace) -> int:
+    observed = datetime.fromisoformat(args.at) if args.at else None
+    with IdentityClient(args.address) as client:
+        _print(client.link(*args.identifiers, source=args.source, observed_at=observed,
+                           request_id=args.request_id))
+    return 0
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    with IdentityClient(args.address) as client:
+        if args.person_id:
+            _print(client.resolve_person(args.person_id))
+        elif args.identifier:
+            _print(client.resolve(args.identifier))
+        else:
+            raise SystemExit("give an identifier (kind:value) or --person-id")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="identity", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server (example: identity serve --data var)")
+    serve.add_argument("--address", help="host:port to listen on [127.0.0.1:50051, $IDENTITY_ADDRESS]")
+    serve.add_argument("--data", help="LMDB data folder [var, $IDENTITY_DATA_DIR]")
+    serve.add_argument("--map-size", help="initial LMDB map size, e.g. 4GiB [1GiB; grows when full]")
+    serve.add_argument("--phone-region", help="region for national phone numbers [US]")
+    serve.add_argument("--config", help="TOML settings file (limits, blocklist, ...)")
+    serve.set_defaults(run=_serve)
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--address", default="127.0.0.1:50051", help="server [127.0.0.1:50051]")
+        return p
+
+    link = client_parser("link", "link identifiers seen together "
+                                 "(example: identity link customer_id:C-1 email:a@example.com)")
+    link.add_argument("identifiers", nargs="+", metavar="KIND:VALUE")
+    link.add_argument("--source", default="cli", help="source system [cli]")
+    link.add_argument("--at", help="when they were seen, ISO 8601 [now]")
+    link.add_argument("--request-id", default="", help="your id for this request")
+    link.set_defaults(run=_link)
+
+    resolve = client_parser("resolve", "who is this identifier (example: identity resolve "
+                                       "email:a@example.com)")
+    resolve.add_argument("identifier", nargs="?", metavar="KIND:VALUE")
+    resolve.add_argument("--person-id", help="resolve a person id instead (current or retired)")
+    resolve.set_defaults(run=_resolve)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The identity graph: union-find over interned integer node ids, persisted in LMDB.
+
+Each identifier is interned once to a node id. Each node stores its root, so
+"which person is this" is one read; each root stores the person: its customer
+node, identifier counts per kind and the member list. A merge relabels the
+smaller side (union by size), so every node is relabelled at most log2(n) times.
+
+Which id survives a merge: the person id is the customer id when the merged
+person has one; otherwise it is ``P<root node>`` of the larger side (ties: the
+older root). Absorbed ids stay resolvable, because the node a retired ``P<n>``
+names still exists and points at its current root.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from identity.blocklist import Blocklist
+from identity.errors import NotFound
+from identity.identifiers import Identifier, Kind
+from identity.linklog import LinkLog, LinkRecord, Outcome
+from identity.store import Txn, WriteTxn
+
+__all__ = ["IdentityGraph", "LinkResult", "MergeRules", "NodeInfo", "PersonView", "Outcome"]
+
+_U64 = struct.Struct(">Q")
+_NODE = struct.Struct("<QBqq")  # root, kind, first seen ms, last seen ms; value follows
+_ROOT = struct.Struct("<Q")  # the leading root field of a node record
+_PERSON = struct.Struct("<QI6I")  # customer node (0: none), size, identifiers per kind
+_NEXT_NODE = b"next_node"
+_INTERNAL_ID = re.compile(r"^P([1-9][0-9]*)$")
+_KINDS = tuple(Kind)
+
+
+@dataclass(frozen=True)
+class MergeRules:
+    """What a link may merge: per-kind identifier limits and junk values that never merge."""
+
+    kind_limits: dict[Kind, int] = field(default_factory=dict)
+    blocklist: Blocklist = field(default_factory=Blocklist)
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    outcome: Outcome
+    person_id: str
+    detail: str = ""
+    absorbed_person_ids: tuple[str, ...] = ()
+    ignored: tuple[tuple[Identifier, str], ...] = ()
+    link_seq: int = 0
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node: int
+    identifier: Identifier
+    root: int
+    first_seen_ms: int
+    last_seen_ms: int
+
+
+@dataclass(frozen=True)
+class PersonView:
+    root: int
+    person_id: str
+    customer_id: str
+    identifiers: tuple[NodeInfo, ...]
+
+
+@dataclass
+class _Person:
+    customer: int
+    size: int
+    counts: list[int]
+
+    def pack(self) -> bytes:
+        return _PERSON.pack(self.customer, self.size, *self.counts)
+
+
+def _id_key(identifier: Identifier) -> bytes:
+    return bytes((identifier.kind,)) + identifier.value.encode()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class IdentityGraph:
+    """Link and resolve inside the caller's transaction; knows nothing of gRPC."""
+
+    def __init__(self, rules: MergeRules | None = None):
+        self.rules = rules or MergeRules()
+        self.log = LinkLog()
+        # Called after commit with (node, root) assignments: new nodes and relabelled ones.
+        self.listeners: list[Callable[[list[tuple[int, int]]], None]] = []
+
+    # -- reads -------------------------------------------------------------
+
+    def node_of(self, tx: Txn, identifier: Identifier) -> int | None:
+        raw = tx.get("ids", _id_key(identifier))
+        return _U64.unpack(raw)[0] if raw is not None else None
+
+    def node_info(self, tx: Txn, node: int) -> NodeInfo:
+        raw = tx.get("nodes", _U64.pack(node))
+        if raw is None:
+            raise NotFound(f"no node {node}")
+        root, kind, first, last = _NODE.unpack_from(raw)
+        value = bytes(raw[_NODE.size :]).decode()
+        return NodeInfo(node, Identifier(Kind(kind), value), root, first, last)
+
+    def root_of(self, tx: Txn, node: int) -> int:
+        raw = tx.get("nodes", _U64.pack(node))
+        if raw is None:
+            raise NotFound(f"no node {node}")
+        return _NODE.unpack_from(raw)[0]
+
+    def members(self, tx: Txn, root: int) -> array:
+        """Node ids of the person rooted at ``root``."""
+        raw = tx.get("persons", _U64.pack(root))
+        if raw is None:
+            raise NotFound(f"no person rooted at node {root}")
+        nodes = array("Q")
+        nodes.frombytes(raw[_PERSON.size :])
+        return nodes
+
+    def person_id(self, tx: Txn, root: int) -> str:
+        person = self._person(tx, root)
+        if person.customer:
+            return self.node_info(tx, person.customer).identifier.value
+        return f"P{root}"
+
+    def person(self, tx: Txn, root: int) -> PersonView:
+        person = self._person(tx, root)
+        infos = tuple(self.node_info(tx, node) for node in self.members(tx, root))
+        customer = ""
+        if person.customer:
+            customer = next(i.identifier.value for i in infos if i.node == person.customer)
+        return PersonView(root, customer or f"P{root}", customer, infos)
+
+    def resolve(self, tx: Txn, identifier: Identifier) -> PersonView:
+        node = self.node_of(tx, identifier)
+        if node is None:
+            raise NotFound(f"unknown identifier {identifier}")
+        return self.person(tx, self.root_of(tx, node))
+
+    def root_of_person_id(self, tx: Txn, person_id: str) -> int:
+        """The current root of a person id, current or retired by a merge."""
+        node = self.node_of(tx, Identifier(Kind.CUSTOMER_ID, person_id))
+        if node is None:
+            match = _INTERNAL_ID.match(person_id)
+            node = int(match.group(1)) if match else None
+        if node is None or tx.get("nodes", _U64.pack(node)) is None:
+            raise NotFound(f"unknown person id {person_id!r}")
+        return self.root_of(tx, node)
+
+    def resolve_person_id(self, tx: Txn, person_id: str) -> PersonView:
+        return self.person(tx, self.root_of_person_id(tx, person_id))
+
+    # -- the one write -----------------------------------------------------
+
+    def link(
+        self,
+        tx: WriteTxn,
+        identifiers: list[Identifier],
+        *,
+        source: str = "",
+        observed_ms: int | None = None,
+        request_id: str = "",
+    ) -> LinkResult:
+        """Record that ``identifiers`` were seen together and merge their persons if allowed."""
+        observed_ms = now_ms() if observed_ms is None else observed_ms
+        usable: list[Identifier] = []
+        ignored: list[tuple[Identifier, str]] = []
+        for identifier in dict.fromkeys(identifiers):
+            reason = self.rules.blocklist.reason(identifier)
+            if reason:
+                ignored.append((identifier, reason))
+            else:
+                usable.append(identifier)
+        ignored_text = tuple(f"{i}\t{r}" for i, r in ignored)
+
+        def record(outcome: Outcome, nodes: list[int], detail: str = "") -> int:
+            return self.log.append(tx, LinkRecord(0, observed_ms, outcome, tuple(nodes), source,
+                                                  request_id, detail, ignored_text))
+
+        if not usable:
+            detail = "every identifier is blocklisted"
+            seq = record(Outcome.IGNORED, [], detail)
+            return LinkResult(Outcome.IGNORED, "", detail, (), tuple(ignored), seq)
+
+        nodes: list[int] = []  # node of each usable identifier, 0 while new
+        roots: dict[int, _Person] = {}
+        node_records: dict[int, bytes] = {}
+        for identifier in usable:
+            node = self.node_of(tx, identifier)
+            nodes.append(node or 0)
+            if node:
+                raw = tx.get("nodes", _U64.pack(node))
+                node_records[node] = raw
+                root = _NODE.unpack_from(raw)[0]
+                if root not in roots:
+                    roots[root] = self._person(tx, root)
+        new = [ident for ident, node in zip(usable, nodes) if not node]
+
+        refusal = self._refusal(tx, roots, new)
+        assignments: list[tuple[int, int]] = []
+        absorbed: list[str] = []
+        if refusal:
+            outcome, detail = refusal
+            for i, identifier in enumerate(usable):  # still seen: each new one stands alone
+                if not nodes[i]:
+                    nodes[i] = self._create_node(tx, identifier, observed_ms, root=0)
+                    self._put_person(tx, nodes[i], _new_person(identifier, nodes[i]),
+                                     array("Q", [nodes[i]]))
+                    assignments.append((nodes[i], nodes[i]))
+            survivor = self.root_of(tx, nodes[0])
+        else:
+            detail = ""
+            if len(roots) >= 2:
+                outcome = Outcome.MERGED
+            elif roots:
+                outcome = Outcome.ADDED if new else Outcome.ALREADY_LINKED
+            else:
+                outcome = Outcome.CREATED
+            survivor, absorbed = self._union(tx, roots, usable, nodes, observed_ms, assignments)
+
+        for node, raw in node_records.items():
+            self._touch(tx, node, raw, observed_ms)
+        seq = record(outcome, nodes, detail)
+        if assignments and self.listeners:
+            tx.on_commit(lambda: self._notify(assignments))
+        return LinkResult(outcome, self.person_id(tx, survivor), detail, tuple(absorbed),
+                          tuple(ignored), seq)
+
+    # -- internals ---------------------------------------------------------
+
+    def _notify(self, assignments: list[tuple[int, int]]) -> None:
+        for listener in self.listeners:
+            listener(assignments)
+
+    def _refusal(self, tx: Txn, roots: dict[int, _Person], new: list[Identifier]
+                 ) -> tuple[Outcome, str] | None:
+        customers = [self.node_info(tx, p.customer).identifier.value
+                     for p in roots.values() if p.customer]
+        customers += [i.value for i in new if i.kind is Kind.CUSTOMER_ID]
+        if len(customers) > 1:
+            listed = ", ".join(repr(c) for c in sorted(customers))
+            return Outcome.REFUSED_CONFLICT, f"would join different customer ids: {listed}"
+        if not self.rules.kind_limits:
+            return None
+        added = Counter(i.kind for i in new)
+        for kind, limit in self.rules.kind_limits.items():
+            counts = [p.counts[kind - 1] for p in roots.values()]
+            combined = sum(counts) + added[kind]
+            if combined > limit and combined > max(counts, default=0):
+                return (Outcome.REFUSED_LIMIT,
+                        f"would give a person {combined} {kind.label} identifiers (limit {limit})")
+        return None
+
+    def _union(self, tx: WriteTxn, roots: dict[int, _Person], usable: list[Identifier],
+               nodes: list[int], observed_ms: int, assignments: list[tuple[int, int]]
+               ) -> tuple[int, list[str]]:
+        if roots:
+            survivor = max(roots, key=lambda r: (roots[r].size, -r))
+            person = roots[survivor]
+            member_list = self.members(tx, survivor)
+        else:
+            survivor = 0
+            person = _Person(0, 0, [0] * len(_KINDS))
+            member_list = array("Q")
+        absorbed = []
+        for root, other in roots.items():
+            if root == survivor:
+                continue
+            absorbed.append(self.person_id(tx, root))
+            moved = self.members(tx, root)
+            for node in moved:
+                key = _U64.pack(node)
+                raw = tx.get("nodes", key)
+                tx.put("nodes", key, _ROOT.pack(survivor) + raw[_ROOT.size :])
+                assignments.append((node, survivor))
+            member_list.extend(moved)
+            person.size += other.size
+            person.customer = person.customer or other.customer
+            person.counts = [a + b for a, b in zip(person.counts, other.counts)]
+            tx.delete("persons", _U64.pack(root))
+        for i, identifier in enumerate(usable):
+            if nodes[i]:
+                continue
+            nodes[i] = self._create_node(tx, identifier, observed_ms, root=survivor)
+            if not survivor:
+                survivor = nodes[i]
+            member_list.append(nodes[i])
+            person.size += 1
+            person.counts[identifier.kind - 1] += 1
+            if identifier.kind is Kind.CUSTOMER_ID:
+                person.customer = nodes[i]
+            assignments.append((nodes[i], survivor))
+        if assignments:
+            self._put_person(tx, survivor, person, member_list)
+        return survivor, absorbed
+
+    def _create_node(self, tx: WriteTxn, identifier: Identifier, observed_ms: int, root: int
+                     ) -> int:
+        raw = tx.get("meta", _NEXT_NODE)
+        node = _U64.unpack(raw)[0] if raw else 1
+        tx.put("meta", _NEXT_NODE, _U64.pack(node + 1))
+        tx.put("ids", _id_key(identifier), _U64.pack(node))
+        record = _NODE.pack(root or node, identifier.kind, observed_ms, observed_ms)
+        tx.put("nodes", _U64.pack(node), record + identifier.value.encode())
+        return node
+
+    def _touch(self, tx: WriteTxn, node: int, raw: bytes, observed_ms: int) -> None:
+        root, kind, first, last = _NODE.unpack_from(raw)
+        if first <= observed_ms <= last:
+            return
+        current = tx.get("nodes", _U64.pack(node))  # the root may have changed in this link
+        root = _NODE.unpack_from(current)[0]
+        record = _NODE.pack(root, kind, min(first, observed_ms), max(last, observed_ms))
+        tx.put("nodes", _U64.pack(node), record + current[_NODE.size :])
+
+    def _person(self, tx: Txn, root: int) -> _Person:
+        raw = tx.get("persons", _U64.pack(root))
+        if raw is None:
+            raise NotFound(f"no person rooted at node {root}")
+        customer, size, *counts = _PERSON.unpack_from(raw)
+        return _Person(customer, size, counts)
+
+    def _put_person(self, tx: WriteTxn, root: int, person: _Person, member_list: array) -> None:
+        tx.put("persons", _U64.pack(root), person.pack() + member_list.tobytes())
+
+
+def _new_person(identifier: Identifier, node: int) -> _Person:
+    counts = [0] * len(_KINDS)
+    counts[identifier.kind - 1] = 1
+    return _Person(node if identifier.kind is Kind.CUSTOMER_ID else 0, 1, counts)

@@ -1,0 +1,118 @@
+"""The append-only link log: every piece of evidence the graph was built from.
+
+Each link is kept with its identifiers (as node ids), source system, observed
+time, request id and outcome, keyed by a growing sequence number, and indexed
+by node so that one person's evidence can be read without scanning the log.
+That is what makes every merge explainable and undoable.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from identity.store import Txn, WriteTxn
+
+__all__ = ["LinkLog", "LinkRecord", "Outcome"]
+
+_HEAD = struct.Struct("<qBH")  # observed ms, outcome, node count
+_U64 = struct.Struct(">Q")
+_LEN = struct.Struct("<H")
+_SEQ_KEY = b"next_link_seq"
+
+
+class Outcome(IntEnum):
+    """What a link did; numbers shared with ``identity.v1.LinkOutcome``."""
+
+    CREATED = 1
+    ADDED = 2
+    MERGED = 3
+    ALREADY_LINKED = 4
+    REFUSED_CONFLICT = 5
+    REFUSED_LIMIT = 6
+    IGNORED = 7
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    seq: int
+    observed_ms: int
+    outcome: Outcome
+    nodes: tuple[int, ...]
+    source: str
+    request_id: str
+    detail: str
+    ignored: tuple[str, ...]
+
+
+def _pack_str(text: str) -> bytes:
+    data = text.encode()[:65535]
+    return _LEN.pack(len(data)) + data
+
+
+def encode(rec: LinkRecord) -> bytes:
+    parts = [_HEAD.pack(rec.observed_ms, rec.outcome, len(rec.nodes))]
+    parts.append(struct.pack(f"<{len(rec.nodes)}Q", *rec.nodes))
+    parts += [_pack_str(rec.source), _pack_str(rec.request_id), _pack_str(rec.detail)]
+    parts.append(_pack_str("\n".join(rec.ignored)))
+    return b"".join(parts)
+
+
+def decode(seq: int, data: bytes) -> LinkRecord:
+    observed_ms, outcome, count = _HEAD.unpack_from(data)
+    pos = _HEAD.size
+    nodes = struct.unpack_from(f"<{count}Q", data, pos)
+    pos += 8 * count
+    texts = []
+    for _ in range(4):
+        (length,) = _LEN.unpack_from(data, pos)
+        pos += 2
+        texts.append(bytes(data[pos : pos + length]).decode())
+        pos += length
+    source, request_id, detail, ignored = texts
+    return LinkRecord(seq, observed_ms, Outcome(outcome), nodes, source, request_id, detail,
+                      tuple(ignored.split("\n")) if ignored else ())
+
+
+class LinkLog:
+    """Append and read link records inside the caller's transaction."""
+
+    def append(self, tx: WriteTxn, rec: LinkRecord) -> int:
+        """Store ``rec`` under the next sequence number and index it by node; returns the seq."""
+        raw = tx.get("meta", _SEQ_KEY)
+        seq = _U64.unpack(raw)[0] if raw else 1
+        tx.put("meta", _SEQ_KEY, _U64.pack(seq + 1))
+        key = _U64.pack(seq)
+        tx.put("links", key, encode(LinkRecord(seq, *_fields(rec))))
+        if len(rec.nodes) > 1:
+            for node in set(rec.nodes):
+                tx.put("node_links", _U64.pack(node), key)
+        return seq
+
+    def get(self, tx: Txn, seq: int) -> LinkRecord | None:
+        data = tx.get("links", _U64.pack(seq))
+        return decode(seq, data) if data is not None else None
+
+    def of_node(self, tx: Txn, node: int) -> list[LinkRecord]:
+        """Every link that joined ``node`` with another identifier, oldest first."""
+        records = []
+        for key in tx.duplicates("node_links", _U64.pack(node)):
+            (seq,) = _U64.unpack(key)
+            rec = self.get(tx, seq)
+            if rec is not None:
+                records.append(rec)
+        return records
+
+    def since(self, tx: Txn, first_seq: int = 1):
+        for key, data in tx.items("links", start=_U64.pack(first_seq)):
+            yield decode(_U64.unpack(key)[0], data)
+
+
+def _fields(rec: LinkRecord) -> tuple:
+    return (rec.observed_ms, rec.outcome, rec.nodes, rec.source, rec.request_id, rec.detail,
+            rec.ignored)

@@ -1,0 +1,52 @@
+"""Conversions between protobuf messages and domain values, shared by every servicer."""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from identity.app import LinkInput
+from identity.graph import PersonView
+from identity.identifiers import Identifier
+from identity.v1 import common_pb2, identity_pb2
+
+__all__ = ["link_input", "identifier_pb", "person_pb", "ms_of", "timestamp_of"]
+
+
+def ms_of(message: object, field: str) -> int | None:
+    """Milliseconds of an optional Timestamp field, None when unset."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    ts = getattr(message, field)
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def timestamp_of(ms: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def link_input(request: identity_pb2.LinkRequest) -> LinkInput:
+    return LinkInput(
+        identifiers=[(i.kind, i.value) for i in request.identifiers],
+        source=request.source,
+        observed_ms=ms_of(request, "observed_at"),
+        request_id=request.request_id,
+    )
+
+
+def identifier_pb(identifier: Identifier) -> common_pb2.Identifier:
+    return common_pb2.Identifier(kind=int(identifier.kind), value=identifier.value)
+
+
+def person_pb(person: PersonView) -> identity_pb2.Person:
+    return identity_pb2.Person(
+        person_id=person.person_id,
+        customer_id=person.customer_id,
+        identifiers=[
+            identity_pb2.IdentifierRecord(
+                identifier=identifier_pb(info.identifier),
+                first_seen=timestamp_of(info.first_seen_ms),
+                last_seen=timestamp_of(info.last_seen_ms),
+            )
+            for info in person.identifiers
+        ],
+    )

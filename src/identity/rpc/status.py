@@ -1,0 +1,59 @@
+"""Domain errors -> gRPC status codes, in exactly one place.
+
+INVALID_ARGUMENT carries a ``google.rpc.BadRequest`` detail with one field
+violation per bad field, so clients can point at the exact input.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from identity.errors import IdentityError, InvalidArgument, NotFound, StorageFull
+
+__all__ = ["translate_errors", "status_of"]
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CODES: list[tuple[type[IdentityError], int]] = [
+    (InvalidArgument, code_pb2.INVALID_ARGUMENT),
+    (NotFound, code_pb2.NOT_FOUND),
+    (StorageFull, code_pb2.RESOURCE_EXHAUSTED),
+]
+
+
+def status_of(error: IdentityError) -> status_pb2.Status:
+    code = next((c for cls, c in _CODES if isinstance(error, cls)), code_pb2.FAILED_PRECONDITION)
+    status = status_pb2.Status(code=code, message=str(error))
+    if isinstance(error, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.reason)
+            for v in error.violations
+        ]))
+        status.details.append(detail)
+    return status
+
+
+def translate_errors(method: F) -> F:
+    """Abort the call with the status of a domain error; log and hide anything unexpected."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except IdentityError as exc:
+            context.abort_with_status(rpc_status.to_status(status_of(exc)))
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return wrapper  # type: ignore[return-value]

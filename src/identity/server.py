@@ -1,0 +1,72 @@
+"""Build the gRPC server apart from running it: tests bind port 0, ``serve`` runs until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from identity.app import App
+from identity.rpc import identity_service
+
+__all__ = ["create_server", "serve"]
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+GRACE_SECONDS = 5.0
+
+
+def _add_health(server: grpc.Server, services: list[str]) -> health.HealthServicer:
+    servicer = health.HealthServicer()
+    for name in ["", *services]:
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
+
+
+def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
+    """A started-ready (not yet started) server with every service, health and reflection."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    services = [identity_service.add_to_server(app, server)]
+    _add_health(server, services)
+    reflection.enable_server_reflection(
+        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return server, port
+
+
+def serve(app: App, address: str) -> None:
+    """Serve until SIGTERM or SIGINT, then drain calls for a grace period and close LMDB."""
+    server, port = create_server(app, address)
+    server.start()
+    host = address.rsplit(":", 1)[0]
+    log.info("identity serving on %s:%d, data in %s", host, port, app.store.path)
+    print(f"identity serving on {host}:{port} (data: {app.store.path})", flush=True)
+    stopped = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    stopped.wait()
+    server.stop(GRACE_SECONDS).wait()
+    app.close()

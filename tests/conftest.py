@@ -1,0 +1,70 @@
+"""Fixtures: a real gRPC server on an ephemeral loopback port over a temporary LMDB folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from identity.app import App
+from identity.client import IdentityClient
+from identity.config import Settings
+from identity.server import create_server
+
+
+@dataclass
+class RunningServer:
+    """A server over ``data_dir``; ``restart`` stops it and starts a new one on the same data."""
+
+    settings: Settings
+    app: App
+    address: str
+    _server: object
+
+    def stop(self) -> None:
+        self._server.stop(None).wait()  # type: ignore[attr-defined]
+        self.app.close()
+
+    def restart(self) -> RunningServer:
+        self.stop()
+        return start_server(self.settings)
+
+
+def start_server(settings: Settings) -> RunningServer:
+    app = App.open(settings)
+    server, port = create_server(app, "127.0.0.1:0", max_workers=8)
+    server.start()
+    return RunningServer(settings, app, f"127.0.0.1:{port}", server)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start servers with settings overrides; every one is stopped after the test."""
+    started: list[RunningServer] = []
+
+    def make(**overrides: object) -> RunningServer:
+        settings = Settings.load(env={}, data_dir=tmp_path / f"data{len(started)}",
+                                 map_size="64MiB", **overrides)
+        running = start_server(settings)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        try:
+            running.stop()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def server(make_server: Callable[..., RunningServer]) -> RunningServer:
+    return make_server()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[IdentityClient]:
+    with IdentityClient(server.address) as c:
+        yield c
