@@ -22,6 +22,7 @@ class RunningServer:
     app: App
     address: str
     _server: object
+    _started: list[RunningServer]
 
     def stop(self) -> None:
         self._server.stop(None).wait()  # type: ignore[attr-defined]
@@ -29,14 +30,16 @@ class RunningServer:
 
     def restart(self) -> RunningServer:
         self.stop()
-        return start_server(self.settings)
+        return start_server(self.settings, self._started)
 
 
-def start_server(settings: Settings) -> RunningServer:
+def start_server(settings: Settings, started: list[RunningServer]) -> RunningServer:
     app = App.open(settings)
     server, port = create_server(app, "127.0.0.1:0", max_workers=8)
     server.start()
-    return RunningServer(settings, app, f"127.0.0.1:{port}", server)
+    running = RunningServer(settings, app, f"127.0.0.1:{port}", server, started)
+    started.append(running)
+    return running
 
 
 @pytest.fixture
@@ -45,11 +48,10 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
     def make(**overrides: object) -> RunningServer:
-        settings = Settings.load(env={}, data_dir=tmp_path / f"data{len(started)}",
+        data_dir = tmp_path / f"data{len(list(tmp_path.glob('data*')))}"
+        settings = Settings.load(env={}, data_dir=data_dir,
                                  map_size="64MiB", **overrides)
-        running = start_server(settings)
-        started.append(running)
-        return running
+        return start_server(settings, started)
 
     yield make
     for running in started:

@@ -1,0 +1,73 @@
+"""The running service: health checking, reflection, and durability of acknowledged writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from identity.client import IdentityClient
+
+
+def test_health_reports_serving_for_the_server_and_each_service(server) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "identity.v1.IdentityService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_identity_service(server) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+        names = {s.name for s in reply.list_services_response.service}
+        assert "identity.v1.IdentityService" in names
+
+
+def _start(data: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "identity.cli", "serve", "--address", "127.0.0.1:0",
+         "--data", str(data), "--map-size", "64MiB"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "serving on" in line, line
+    address = line.split("serving on ")[1].split()[0]
+    return proc, address
+
+
+def test_a_killed_server_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
+    proc, address = _start(tmp_path / "data")
+    acknowledged = []
+    try:
+        with IdentityClient(address) as client:
+            deadline = time.monotonic() + 30
+            while len(acknowledged) < 300 and time.monotonic() < deadline:
+                n = len(acknowledged)
+                client.link(f"customer_id:C-{n}", f"email:p{n}@example.com", source="web")
+                acknowledged.append(n)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc.stdout.close()  # type: ignore[union-attr]
+    assert len(acknowledged) == 300
+    proc, address = _start(tmp_path / "data")
+    try:
+        with IdentityClient(address) as client:
+            for n in acknowledged:
+                assert client.resolve(f"email:p{n}@example.com").person.person_id == f"C-{n}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        proc.stdout.close()  # type: ignore[union-attr]
