@@ -37,6 +37,15 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "persons": {},  # root id -> customer node, counts per kind, member node ids
     "links": {},  # link seq -> the append-only link log record
     "node_links": {"dupsort": True, "dupfixed": True},  # node id -> link seqs
+    "events": {},  # node u32 + inverted time ms + inverted event seq -> compact event record
+    "event_ids": {},  # blake2b-128 of the client's event id -> events key (idempotence)
+    "strings": {},  # interned string -> u32 id (products, categories, brands, campaigns...)
+    "string_ids": {},  # u32 id -> interned string
+    "columns": {},  # block seq -> packed column block of one committed batch (segments)
+    "orders": {},  # order ref u32 -> order record (total, time, cancelled, line categories)
+    "order_ids": {},  # the shop's order id -> order ref: a site and a POS sighting are one
+    "node_orders": {"dupsort": True, "dupfixed": True},  # node -> order refs it was seen in
+    "attributes": {},  # node u32 -> latest profile attribute values that node reported
 }
 
 MAX_GROUP = 256

@@ -1,0 +1,188 @@
+"""Event columns: every stored event as numpy arrays, for vectorised segment evaluation.
+
+Beside the row store (``events``, read one person at a time), each committed batch
+appends one packed *column block* to the ``columns`` sub-database in the same write
+transaction. At start-up ``EventColumns.load`` maps the blocks into numpy arrays
+with ``np.frombuffer`` (a Python step per block, never per event); while serving,
+``WriteTxn.on_commit`` appends each batch in memory, so a running server sees an
+event in ``snapshot()`` as soon as its write is acknowledged.
+
+Schema: one row per stored event, plus one ``ORDER_LINE`` row per line of an order.
+String-valued fields are ids from ``identity.strings.StringDictionary`` (0 = not set);
+turn a condition's text into an id with ``StringDictionary.lookup`` (``None``: no
+event has it).
+
+    column    dtype    meaning
+    node      uint32   graph node (interned identifier) that did the event; map it to
+                       a person at query time (the graph's node -> root)
+    time      uint32   event time, seconds since 1970 UTC (``// 86400`` gives the day)
+    type      uint8    ``identity.events.EventType``; ``ORDER_LINE`` (100) for order lines
+    channel   uint8    ``identity.events.Channel``
+    action    uint8    ad: ``AdAction``; message: ``MessageAction``; otherwise 0
+    product   uint32   product id (product events, order lines, ads)
+    category  uint32   full category path, e.g. "Home/Kitchen/Kettles" (product events, lines)
+    brand     uint32   brand (product events, lines)
+    amount    float32  product events: price x quantity; order: total; line: price x quantity
+    quantity  uint16   product events and lines (saturates at 65535); 0 otherwise
+    order     uint32   order ref: one number per shop order id, shared by every sighting
+                       (site and POS) and by its cancellation; 0 when not an order event
+    label     uint32   search: phrase (trimmed, lower-cased); ad and message: campaign;
+                       custom: event name; order and its lines: cuisine
+    place     uint32   order and its lines: store, else restaurant; ad: advertiser
+
+Recipes. Orders counted once: ``np.unique(order[type == ORDER])``; cancelled ones:
+``np.isin(order, order[type == ORDER_CANCELLED])``; a site and a POS sighting of one
+order are two ORDER rows with the same ``order`` (keep one per (person, order)).
+Events per person in a window: ``np.bincount(person_of_node[node[mask]])``.
+
+Block layout (little-endian): ``b"EVC1"``, u32 row count, then each column's values
+in schema order. Keys are u64 big-endian block numbers, so blocks load in commit order.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from identity.store import Txn, WriteTxn
+
+__all__ = ["COLUMNS", "ORDER_LINE", "ROW_DTYPE", "ColumnView", "EventColumns"]
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("node", "<u4"),
+    ("time", "<u4"),
+    ("type", "u1"),
+    ("channel", "u1"),
+    ("action", "u1"),
+    ("product", "<u4"),
+    ("category", "<u4"),
+    ("brand", "<u4"),
+    ("amount", "<f4"),
+    ("quantity", "<u2"),
+    ("order", "<u4"),
+    ("label", "<u4"),
+    ("place", "<u4"),
+)
+ROW_DTYPE = np.dtype(list(COLUMNS))
+ORDER_LINE = 100
+
+_MAGIC = b"EVC1"
+_HEAD = struct.Struct("<4sI")
+_BLOCK_KEY = struct.Struct(">Q")
+_NEXT_BLOCK = b"next_column_block"
+_DTYPES = {name: np.dtype(dtype) for name, dtype in COLUMNS}
+
+
+def pack_block(rows: Sequence[tuple]) -> bytes:
+    """Rows (tuples in schema order) -> one column block."""
+    table = np.array(rows, dtype=ROW_DTYPE)
+    parts = [_HEAD.pack(_MAGIC, len(table))]
+    parts += [np.ascontiguousarray(table[name]).tobytes() for name, _ in COLUMNS]
+    return b"".join(parts)
+
+
+def unpack_block(data: bytes) -> dict[str, np.ndarray]:
+    """One column block -> read-only arrays that share its memory."""
+    magic, count = _HEAD.unpack_from(data)
+    if magic != _MAGIC:
+        raise ValueError(f"not a column block: {bytes(magic)!r}")
+    out, offset = {}, _HEAD.size
+    for name, dtype in _DTYPES.items():
+        out[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        offset += count * dtype.itemsize
+    return out
+
+
+class ColumnView(Mapping[str, np.ndarray]):
+    """A consistent set of equal-length column arrays; ``view.node``, ``view["type"]``.
+
+    The arrays are views of the live buffers: never write into them.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self._arrays = arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self._arrays[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    @property
+    def rows(self) -> int:
+        return len(self._arrays["node"])
+
+
+class EventColumns:
+    """The in-memory column arrays and their LMDB blocks."""
+
+    def __init__(self, capacity: int = 1 << 16):
+        self._lock = threading.Lock()
+        self._size = 0
+        self._buffers = {name: np.zeros(capacity, dtype) for name, dtype in _DTYPES.items()}
+
+    def __len__(self) -> int:
+        return self._size
+
+    def load(self, tx: Txn) -> int:
+        """Map every stored block into memory; returns the row count."""
+        pieces: dict[str, list[np.ndarray]] = {name: [] for name in _DTYPES}
+        for _key, data in tx.items("columns"):
+            for name, array in unpack_block(data).items():
+                pieces[name].append(array)
+        total = sum(len(a) for a in pieces["node"])
+        capacity = max(1 << 16, 1 << (total + total // 4).bit_length())
+        buffers = {}
+        for name, dtype in _DTYPES.items():
+            buffer = np.zeros(capacity, dtype)
+            if total:
+                np.concatenate(pieces[name], out=buffer[:total])
+            buffers[name] = buffer
+        with self._lock:
+            self._buffers, self._size = buffers, total
+        return total
+
+    def append(self, tx: WriteTxn, rows: Sequence[tuple]) -> None:
+        """Store ``rows`` as one block in ``tx``; they join the arrays once ``tx`` commits."""
+        if not rows:
+            return
+        block = pack_block(rows)
+        raw = tx.get("meta", _NEXT_BLOCK)
+        seq = _BLOCK_KEY.unpack(raw)[0] if raw else 1
+        tx.put("meta", _NEXT_BLOCK, _BLOCK_KEY.pack(seq + 1))
+        tx.put("columns", _BLOCK_KEY.pack(seq), block)
+        tx.on_commit(lambda: self._extend(unpack_block(block)))
+
+    def snapshot(self) -> ColumnView:
+        """Every committed row so far; later appends do not change this view."""
+        with self._lock:
+            size = self._size
+            return ColumnView({name: buf[:size] for name, buf in self._buffers.items()})
+
+    def _extend(self, arrays: dict[str, np.ndarray]) -> None:
+        count = len(arrays["node"])
+        with self._lock:
+            size = self._size
+            if size + count > len(self._buffers["node"]):
+                capacity = 1 << (size + count).bit_length()
+                grown = {}
+                for name, buffer in self._buffers.items():
+                    bigger = np.zeros(capacity, buffer.dtype)
+                    bigger[:size] = buffer[:size]
+                    grown[name] = bigger
+                self._buffers = grown
+            for name, array in arrays.items():
+                self._buffers[name][size : size + count] = array
+            self._size = size + count
