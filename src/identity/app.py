@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from identity.audit import Audit
 from identity.config import Settings
 from identity.errors import InvalidArgument
 from identity.graph import IdentityGraph, LinkResult, PersonView
@@ -47,10 +48,12 @@ class App:
     store: Store
     normalizer: Normalizer = field(init=False)
     graph: IdentityGraph = field(init=False)
+    audit: Audit = field(init=False)
 
     def __post_init__(self) -> None:
         self.normalizer = Normalizer(self.settings.normalize_settings())
         self.graph = IdentityGraph(self.settings.merge_rules())
+        self.audit = Audit(self.store, self.graph)  # explain, split, block, forget
 
     @classmethod
     def open(cls, settings: Settings) -> App:

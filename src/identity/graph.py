@@ -21,18 +21,22 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from identity.blocklist import Blocklist
 from identity.errors import NotFound
 from identity.identifiers import Identifier, Kind
 from identity.linklog import LinkLog, LinkRecord, Outcome
 from identity.store import Txn, WriteTxn
 
-__all__ = ["IdentityGraph", "LinkResult", "MergeRules", "NodeInfo", "PersonView", "Outcome"]
+__all__ = ["IdentityGraph", "LinkResult", "MergeRules", "NodeInfo", "PersonView", "Outcome",
+           "PERSON_DTYPE"]
 
 _U64 = struct.Struct(">Q")
 _NODE = struct.Struct("<QBqq")  # root, kind, first seen ms, last seen ms; value follows
 _ROOT = struct.Struct("<Q")  # the leading root field of a node record
 _PERSON = struct.Struct("<QI6I")  # customer node (0: none), size, identifiers per kind
+PERSON_DTYPE = np.dtype([("customer", "<u8"), ("size", "<u4"), ("counts", "<u4", (6,))])
 _NEXT_NODE = b"next_node"
 _INTERNAL_ID = re.compile(r"^P([1-9][0-9]*)$")
 _KINDS = tuple(Kind)
@@ -99,6 +103,9 @@ class IdentityGraph:
         self.log = LinkLog()
         # Called after commit with (node, root) assignments: new nodes and relabelled ones.
         self.listeners: list[Callable[[list[tuple[int, int]]], None]] = []
+        # Asked only about new identifiers: (tx, identifier, observed ms) -> True when it was
+        # erased on request after being observed, so a late replay must leave it out.
+        self.replay_guard: Callable[[Txn, Identifier, int], bool] | None = None
 
     # -- reads -------------------------------------------------------------
 
@@ -206,6 +213,15 @@ class IdentityGraph:
                 root = _NODE.unpack_from(raw)[0]
                 if root not in roots:
                     roots[root] = self._person(tx, root)
+        if self.replay_guard is not None and not all(nodes):
+            kept = [i for i, node in enumerate(nodes)
+                    if node or not self.replay_guard(tx, usable[i], observed_ms)]
+            if len(kept) < len(nodes):  # erased before this was observed: leave it out
+                usable, nodes = [usable[i] for i in kept], [nodes[i] for i in kept]
+                if not usable:
+                    detail = "every identifier was erased on request"
+                    seq = record(Outcome.IGNORED, [], detail)
+                    return LinkResult(Outcome.IGNORED, "", detail, (), tuple(ignored), seq)
         new = [ident for ident, node in zip(usable, nodes) if not node]
 
         refusal = self._refusal(tx, roots, new)
@@ -237,6 +253,67 @@ class IdentityGraph:
             tx.on_commit(lambda: self._notify(assignments))
         return LinkResult(outcome, self.person_id(tx, survivor), detail, tuple(absorbed),
                           tuple(ignored), seq)
+
+    # -- admin: whole-table reads and undoing merges -----------------------
+
+    def person_table(self, tx: Txn) -> tuple[np.ndarray, np.ndarray]:
+        """Every person as arrays, for vectorised reports: roots, and (customer, size, counts)."""
+        keys: list[bytes] = []
+        heads: list[bytes] = []
+        for key, value in tx.items("persons"):
+            keys.append(key)
+            heads.append(value[: _PERSON.size])
+        roots = np.frombuffer(b"".join(keys), dtype=">u8").astype(np.uint64)
+        table = np.frombuffer(b"".join(heads), dtype=PERSON_DTYPE)
+        return roots, table
+
+    def repartition(self, tx: WriteTxn, root: int, pieces: list[list[int]]) -> list[int]:
+        """Make each piece of the person rooted at ``root`` a person of its own; their roots.
+
+        The piece holding ``root`` keeps it (and so ``P<root>``), every other piece is rooted
+        at its smallest node; a customer id keeps its person id wherever it lands. Listeners
+        hear of every relabelled node after commit, exactly as for a merge.
+        """
+        members = self.members(tx, root)
+        if sorted(n for piece in pieces for n in piece) != sorted(members):
+            raise ValueError(f"pieces do not cover the person rooted at node {root}")
+        roots: list[int] = []
+        assignments: list[tuple[int, int]] = []
+        for piece in pieces:
+            new_root = root if root in piece else min(piece)
+            person = _Person(0, 0, [0] * len(_KINDS))
+            for node in piece:
+                key = _U64.pack(node)
+                raw = tx.get("nodes", key)
+                old_root, kind = _NODE.unpack_from(raw)[:2]
+                person.size += 1
+                person.counts[kind - 1] += 1
+                if kind == Kind.CUSTOMER_ID:
+                    person.customer = node
+                if old_root != new_root:
+                    tx.put("nodes", key, _ROOT.pack(new_root) + raw[_ROOT.size :])
+                    assignments.append((node, new_root))
+            self._put_person(tx, new_root, person, array("Q", sorted(piece)))
+            roots.append(new_root)
+        if assignments and self.listeners:
+            tx.on_commit(lambda: self._notify(assignments))
+        return roots
+
+    def erase(self, tx: WriteTxn, root: int) -> list[NodeInfo]:
+        """Delete the person rooted at ``root``: identifiers, nodes, person record.
+
+        Returns what was erased (for the caller's hashes). The link log is the caller's to
+        redact. Listeners hear ``(node, 0)`` for each erased node: it belongs to no one now.
+        """
+        infos = [self.node_info(tx, node) for node in self.members(tx, root)]
+        for info in infos:
+            tx.delete("ids", _id_key(info.identifier))
+            tx.delete("nodes", _U64.pack(info.node))
+        tx.delete("persons", _U64.pack(root))
+        if self.listeners:
+            gone = [(info.node, 0) for info in infos]
+            tx.on_commit(lambda: self._notify(gone))
+        return infos
 
     # -- internals ---------------------------------------------------------
 

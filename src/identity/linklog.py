@@ -112,6 +112,38 @@ class LinkLog:
         for key, data in tx.items("links", start=_U64.pack(first_seq)):
             yield decode(_U64.unpack(key)[0], data)
 
+    def outcome_column(self, tx: Txn) -> tuple[bytes, bytes]:
+        """Every link's seq (big-endian u64s) and outcome (one byte each), for numpy reports."""
+        keys: list[bytes] = []
+        outcomes: list[bytes] = []
+        at = _HEAD.size - 3  # the outcome byte follows the observed time
+        for key, data in tx.items("links"):
+            keys.append(key)
+            outcomes.append(data[at : at + 1])
+        return b"".join(keys), b"".join(outcomes)
+
+    def redact(self, tx: WriteTxn, nodes: set[int]) -> list[int]:
+        """Erase ``nodes`` from every link that joined them: a tombstone stays in the log.
+
+        The tombstone keeps only the seq, time, outcome, source and the nodes of other
+        persons; request id, detail and ignored values go, as they may name the person.
+        Returns the seqs rewritten.
+        """
+        seqs: set[int] = set()
+        for node in nodes:
+            key = _U64.pack(node)
+            seqs.update(_U64.unpack(k)[0] for k in tx.duplicates("node_links", key))
+            tx.delete("node_links", key)
+        for seq in sorted(seqs):
+            rec = self.get(tx, seq)
+            if rec is None:
+                continue
+            kept = tuple(n for n in rec.nodes if n not in nodes)
+            tombstone = LinkRecord(seq, rec.observed_ms, rec.outcome, kept, rec.source, "",
+                                   "erased on request", ())
+            tx.put("links", _U64.pack(seq), encode(tombstone))
+        return sorted(seqs)
+
 
 def _fields(rec: LinkRecord) -> tuple:
     return (rec.observed_ms, rec.outcome, rec.nodes, rec.source, rec.request_id, rec.detail,

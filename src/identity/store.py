@@ -46,6 +46,10 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "order_ids": {},  # the shop's order id -> order ref: a site and a POS sighting are one
     "node_orders": {"dupsort": True, "dupfixed": True},  # node -> order refs it was seen in
     "attributes": {},  # node u32 -> latest profile attribute values that node reported
+    "actions": {},  # action seq -> admin action (split, block, forget): who, why, what
+    "cuts": {},  # b"L"+link seq or b"N"+node -> action seq: evidence an admin removed
+    "blocked": {},  # kind byte + value -> action seq: values blocked at run time
+    "erased": {},  # salted hash of a forgotten identifier -> erasure time (ms)
 }
 
 MAX_GROUP = 256
