@@ -212,6 +212,23 @@ class Audit:
             if isinstance(item, list):
                 return
 
+    def identifiers(self, nodes: Iterable[int]) -> list[Identifier]:
+        """The identifiers of ``nodes`` still known (erased ones are skipped)."""
+        with self.store.read() as tx:
+            found = (self._ident(tx, n) for n in nodes)
+            return [i for i in found if i is not None]
+
+    def person_ids(self, roots: Iterable[int]) -> list[str]:
+        """Current person ids of the persons once rooted at ``roots`` (erased ones skipped)."""
+        out: list[str] = []
+        with self.store.read() as tx:
+            for node in roots:
+                try:
+                    out.append(self.graph.person_id(tx, self.graph.root_of(tx, node)))
+                except NotFound:
+                    continue
+        return list(dict.fromkeys(out))
+
     def action_log(self, first_seq: int = 1, since_ms: int = 0) -> list[Action]:
         with self.store.read() as tx:
             return [a for a in self.actions.since(tx, first_seq) if a.at_ms >= since_ms]

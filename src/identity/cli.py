@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from identity.app import App
+from identity.audit_cli import add_audit_parser
 from identity.client import IdentityClient
 from identity.config import Settings
 
@@ -89,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     resolve.add_argument("identifier", nargs="?", metavar="KIND:VALUE")
     resolve.add_argument("--person-id", help="resolve a person id instead (current or retired)")
     resolve.set_defaults(run=_resolve)
+    add_audit_parser(sub)
     return top
 
 

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Union
 
@@ -16,8 +16,9 @@ import grpc
 from identity.identifiers import Kind
 from identity.rpc.convert import timestamp_of
 from identity.v1 import common_pb2, identity_pb2, identity_pb2_grpc
+from identity.v1 import audit_pb2, audit_pb2_grpc
 
-__all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request"]
+__all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request", "person_target"]
 
 IdentifierLike = Union[str, tuple[Union[str, Kind, int], str], common_pb2.Identifier]
 When = Union[datetime, int, None]
@@ -64,6 +65,7 @@ class IdentityClient:
         ])
         self.timeout = timeout
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channel)
+        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -93,3 +95,61 @@ class IdentityClient:
     def resolve_person(self, person_id: str) -> identity_pb2.ResolveResponse:
         request = identity_pb2.ResolveRequest(person_id=person_id)
         return self.identity.Resolve(request, timeout=self.timeout)
+
+    # -- audit (admin) -------------------------------------------------------
+
+    def explain(self, a: IdentifierLike, b: IdentifierLike) -> audit_pb2.ExplainResponse:
+        request = audit_pb2.ExplainRequest(a=identifier(a), b=identifier(b))
+        return self.audit.Explain(request, timeout=self.timeout)
+
+    def merge_log(self, *, since: When = None, first_seq: int = 0, sources: Sequence[str] = (),
+                  outcomes: Sequence[int] = (), blocked_only: bool = False,
+                  include_actions: bool = False) -> Iterator[audit_pb2.MergeLogResponse]:
+        request = audit_pb2.MergeLogRequest(
+            since=_timestamp(since), first_seq=first_seq, sources=sources, outcomes=outcomes,
+            blocked_only=blocked_only, include_actions=include_actions)
+        return self.audit.MergeLog(request, timeout=None)
+
+    def suspicious_report(self, **thresholds: float) -> Iterator[audit_pb2.SuspiciousReportResponse]:
+        """Progress messages, then one with ``finished`` and the findings."""
+        request = audit_pb2.SuspiciousReportRequest(**thresholds)  # type: ignore[arg-type]
+        return self.audit.SuspiciousReport(request, timeout=None)
+
+    def person_graph(self, who: IdentifierLike | None = None, *, person_id: str = ""
+                     ) -> audit_pb2.PersonGraphResponse:
+        request = audit_pb2.PersonGraphRequest(person=person_target(who, person_id))
+        return self.audit.PersonGraph(request, timeout=self.timeout)
+
+    def split(self, *, link_seq: int = 0, identifier_: IdentifierLike | None = None,
+              source: str = "", person: IdentifierLike | None = None, person_id: str = "",
+              actor: str, reason: str) -> Iterator[audit_pb2.SplitResponse]:
+        """One message per person split; give exactly one of link_seq, identifier_, source."""
+        request = audit_pb2.SplitRequest(actor=actor, reason=reason)
+        if link_seq:
+            request.link_seq = link_seq
+        elif identifier_ is not None:
+            request.identifier.CopyFrom(identifier(identifier_))
+        elif source:
+            request.source = source
+            if person is not None or person_id:
+                request.person.CopyFrom(person_target(person, person_id))
+        return self.audit.Split(request, timeout=None)
+
+    def block(self, value: IdentifierLike, *, actor: str, reason: str, apply: bool = False
+              ) -> audit_pb2.BlockResponse:
+        request = audit_pb2.BlockRequest(identifier=identifier(value), actor=actor,
+                                         reason=reason, apply=apply)
+        return self.audit.Block(request, timeout=self.timeout)
+
+    def forget(self, who: IdentifierLike | None = None, *, person_id: str = "", actor: str,
+               reason: str) -> audit_pb2.ForgetResponse:
+        request = audit_pb2.ForgetRequest(person=person_target(who, person_id), actor=actor,
+                                          reason=reason)
+        return self.audit.Forget(request, timeout=self.timeout)
+
+
+def person_target(who: IdentifierLike | None = None, person_id: str = "") -> audit_pb2.PersonTarget:
+    """A person by one of its identifiers or by its person id."""
+    if who is not None:
+        return audit_pb2.PersonTarget(identifier=identifier(who))
+    return audit_pb2.PersonTarget(person_id=person_id)
