@@ -16,6 +16,7 @@ from identity.graph import IdentityGraph, LinkResult, PersonView
 from identity.identifiers import Identifier
 from identity.normalize import Normalizer
 from identity.store import Store, WriteTxn
+from identity.tracking import Tracking
 
 __all__ = ["App", "LinkInput", "MAX_SOURCE_LENGTH", "MAX_IDENTIFIERS_PER_LINK"]
 
@@ -49,11 +50,13 @@ class App:
     normalizer: Normalizer = field(init=False)
     graph: IdentityGraph = field(init=False)
     audit: Audit = field(init=False)
+    tracking: Tracking = field(init=False)
 
     def __post_init__(self) -> None:
         self.normalizer = Normalizer(self.settings.normalize_settings())
         self.graph = IdentityGraph(self.settings.merge_rules())
         self.audit = Audit(self.store, self.graph)  # explain, split, block, forget
+        self.tracking = Tracking(self.store, self.graph, self.identifier)  # events, profiles
 
     @classmethod
     def open(cls, settings: Settings) -> App:

@@ -16,6 +16,7 @@ import grpc
 from identity.identifiers import Kind
 from identity.rpc.convert import timestamp_of
 from identity.v1 import common_pb2, identity_pb2, identity_pb2_grpc
+from identity.v1 import events_pb2, events_pb2_grpc
 from identity.v1 import audit_pb2, audit_pb2_grpc
 
 __all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request", "person_target"]
@@ -65,6 +66,7 @@ class IdentityClient:
         ])
         self.timeout = timeout
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channel)
+        self.events = events_pb2_grpc.EventServiceStub(self.channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     def close(self) -> None:
@@ -95,6 +97,34 @@ class IdentityClient:
     def resolve_person(self, person_id: str) -> identity_pb2.ResolveResponse:
         request = identity_pb2.ResolveRequest(person_id=person_id)
         return self.identity.Resolve(request, timeout=self.timeout)
+
+    # -- events and profiles -------------------------------------------------
+
+    def track(self, events: Sequence[events_pb2.Event]) -> events_pb2.TrackResponse:
+        """Store a batch of events atomically (one commit)."""
+        return self.events.Track(events_pb2.TrackRequest(events=events), timeout=self.timeout)
+
+    def track_stream(self, batches: Iterable[Sequence[events_pb2.Event]]
+                     ) -> events_pb2.TrackStreamResponse:
+        """Send each batch as one stream message (one commit per batch)."""
+        messages = (events_pb2.TrackStreamRequest(events=batch) for batch in batches)
+        return self.events.TrackStream(messages, timeout=None)
+
+    def record_purchase(self, order: events_pb2.OrderEvent, *, loyalty_card: str = "",
+                        phone: str = "", customer_id: str = "", store: str = "",
+                        time: When = None) -> events_pb2.RecordPurchaseResponse:
+        request = events_pb2.RecordPurchaseRequest(
+            order=order, loyalty_card=loyalty_card, phone=phone, customer_id=customer_id,
+            store=store, time=_timestamp(time))
+        return self.events.RecordPurchase(request, timeout=self.timeout)
+
+    def get_profile(self, who: IdentifierLike, *, types: Sequence[int] = (), since: When = None,
+                    until: When = None, page_size: int = 0, page_token: str = ""
+                    ) -> events_pb2.GetProfileResponse:
+        request = events_pb2.GetProfileRequest(
+            identifier=identifier(who), types=types, since=_timestamp(since),
+            until=_timestamp(until), page_size=page_size, page_token=page_token)
+        return self.events.GetProfile(request, timeout=self.timeout)
 
     # -- audit (admin) -------------------------------------------------------
 

@@ -1,0 +1,259 @@
+"""The compact binary form of an event record (the value under an ``events`` key).
+
+The key already holds who did it and when, so the record keeps only the rest:
+type and channel bytes, then varints. Strings that repeat across events (source,
+product, category, brand, currency, store, campaign, property names...) are stored
+as interned ids (``identity.strings``); strings unique to an event (order id,
+search phrase, free text) are length-prefixed UTF-8. Money is a varint of cents
+when the amount has no finer part, else a float64. A canonical lower-case UUID
+event id takes 16 bytes instead of 36.
+
+    record  = type u8, channel u8, source sid, event id, payload
+    event id: 0xFF + 16 UUID bytes, or varint length + UTF-8
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from identity.events import (
+    Ad, Attributes, Custom, EventType, Message, Order, OrderCancelled, Payload, Product, Search,
+)
+
+__all__ = ["encode", "decode", "decode_head"]
+
+Intern = Callable[[str], int]
+TextOf = Callable[[int], str]
+_F64 = struct.Struct("<d")
+_UUID_MARK = 0xFF
+_HEX = frozenset("0123456789abcdef")
+
+
+class _Writer:
+    __slots__ = ("out", "intern")
+
+    def __init__(self, intern: Intern):
+        self.out = bytearray()
+        self.intern = intern
+
+    def uint(self, value: int) -> None:
+        out = self.out
+        while value > 0x7F:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+
+    def sid(self, text: str) -> None:
+        self.uint(self.intern(text) if text else 0)
+
+    def text(self, text: str) -> None:
+        data = text.encode()
+        self.uint(len(data))
+        self.out += data
+
+    def money(self, value: float) -> None:
+        cents = round(value * 100)
+        if cents / 100 == value:
+            self.uint(cents << 1)
+        else:
+            self.out.append(1)
+            self.out += _F64.pack(value)
+
+    def product(self, p: Product) -> None:
+        self.sid(p.product_id)
+        self.sid(p.category)
+        self.sid(p.brand)
+        self.money(p.price)
+        self.uint(p.quantity)
+
+
+class _Reader:
+    __slots__ = ("data", "pos", "text_of")
+
+    def __init__(self, data: bytes, pos: int, text_of: TextOf):
+        self.data = data
+        self.pos = pos
+        self.text_of = text_of
+
+    def uint(self) -> int:
+        data, pos = self.data, self.pos
+        byte = data[pos]
+        pos += 1
+        value, shift = byte & 0x7F, 7
+        while byte & 0x80:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+        self.pos = pos
+        return value
+
+    def sid(self) -> str:
+        sid = self.uint()
+        return self.text_of(sid) if sid else ""
+
+    def text(self) -> str:
+        length = self.uint()
+        start = self.pos
+        self.pos += length
+        return bytes(self.data[start : self.pos]).decode()
+
+    def money(self) -> float:
+        tag = self.uint()
+        if tag != 1:
+            return (tag >> 1) / 100
+        (value,) = _F64.unpack_from(self.data, self.pos)
+        self.pos += 8
+        return value
+
+    def product(self) -> Product:
+        return Product(self.sid(), self.sid(), self.sid(), self.money(), self.uint())
+
+
+def _uuid_bytes(event_id: str) -> bytes | None:
+    if len(event_id) != 36 or event_id.count("-") != 4:
+        return None
+    if event_id[8] != "-" or event_id[13] != "-" or event_id[18] != "-" or event_id[23] != "-":
+        return None
+    digits = event_id.replace("-", "")
+    return bytes.fromhex(digits) if set(digits) <= _HEX else None
+
+
+def _uuid_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def encode(event_id: str, kind: EventType, channel: int, source: str, payload: Payload,
+           intern: Intern) -> bytes:
+    """The record of one event; ``intern`` maps repeated strings to ids."""
+    w = _Writer(intern)
+    w.out.append(kind)
+    w.out.append(channel)
+    w.sid(source)
+    raw = _uuid_bytes(event_id)
+    if raw is not None:
+        w.out.append(_UUID_MARK)
+        w.out += raw
+    else:
+        w.text(event_id)  # ids are at most 128 bytes, so a varint length is < 0xFF
+    p = payload
+    if type(p) is Product:
+        w.product(p)
+    elif type(p) is Order:
+        w.text(p.order_id)
+        w.uint(len(p.lines))
+        for line in p.lines:
+            w.product(line)
+        w.money(p.total)
+        for text in (p.currency, p.store, p.cuisine, p.restaurant, p.meal_type, p.delivery_city):
+            w.sid(text)
+    elif type(p) is OrderCancelled:
+        w.text(p.order_id)
+        w.text(p.reason)
+    elif type(p) is Search:
+        w.text(p.phrase)
+        w.uint(p.results_count)
+    elif type(p) is Ad:
+        w.uint(p.action)
+        for text in (p.advertiser, p.campaign, p.ad_id, p.product_id):
+            w.sid(text)
+    elif type(p) is Message:
+        w.uint(p.action)
+        w.sid(p.campaign)
+    elif type(p) is Custom:
+        w.sid(p.name)
+        w.uint(len(p.properties))
+        for key, value in p.properties:
+            w.sid(key)
+            if isinstance(value, bool):
+                w.out.append(3)
+                w.out.append(int(value))
+            elif isinstance(value, int):
+                w.out.append(2)
+                w.uint((value << 1) ^ (value >> 63))  # zigzag
+            elif isinstance(value, float):
+                w.out.append(1)
+                w.out += _F64.pack(value)
+            else:
+                w.out.append(0)
+                w.text(value)
+    else:
+        a: Attributes = p  # type: ignore[assignment]
+        values = (a.name, a.birth_date, a.city, a.time_zone, a.language)
+        w.uint(sum(1 << i for i, v in enumerate(values) if v is not None))
+        for value in values:
+            if value is not None:
+                w.text(value)
+        w.uint(a.gender)
+        w.uint(len(a.consents))
+        for channel_number, granted in a.consents:
+            w.uint(channel_number << 1 | int(granted))
+    return bytes(w.out)
+
+
+def decode_head(data: bytes) -> tuple[int, int]:
+    """(type, channel) without decoding the rest."""
+    return data[0], data[1]
+
+
+def decode(data: bytes, text_of: TextOf) -> tuple[str, EventType, int, str, Payload]:
+    """(event id, type, channel, source, payload) of a record."""
+    kind = EventType(data[0])
+    channel = data[1]
+    r = _Reader(data, 2, text_of)
+    source = r.sid()
+    if data[r.pos] == _UUID_MARK:
+        event_id = _uuid_text(bytes(data[r.pos + 1 : r.pos + 17]))
+        r.pos += 17
+    else:
+        event_id = r.text()
+    payload: Payload
+    if kind <= EventType.WISHLIST:
+        payload = r.product()
+    elif kind is EventType.ORDER:
+        order_id = r.text()
+        lines = tuple(r.product() for _ in range(r.uint()))
+        total = r.money()
+        payload = Order(order_id, lines, total, *(r.sid() for _ in range(6)))
+    elif kind is EventType.ORDER_CANCELLED:
+        payload = OrderCancelled(r.text(), r.text())
+    elif kind is EventType.SEARCH:
+        payload = Search(r.text(), r.uint())
+    elif kind is EventType.AD:
+        payload = Ad(r.uint(), r.sid(), r.sid(), r.sid(), r.sid())
+    elif kind is EventType.MESSAGE:
+        payload = Message(r.uint(), r.sid())
+    elif kind is EventType.CUSTOM:
+        name = r.sid()
+        properties = []
+        for _ in range(r.uint()):
+            key = r.sid()
+            tag = r.data[r.pos]
+            r.pos += 1
+            value: str | float | int | bool
+            if tag == 3:
+                value = bool(r.data[r.pos])
+                r.pos += 1
+            elif tag == 2:
+                z = r.uint()
+                value = (z >> 1) ^ -(z & 1)
+            elif tag == 1:
+                (value,) = _F64.unpack_from(r.data, r.pos)
+                r.pos += 8
+            else:
+                value = r.text()
+            properties.append((key, value))
+        payload = Custom(name, tuple(properties))
+    else:
+        mask = r.uint()
+        values = [r.text() if mask & (1 << i) else None for i in range(5)]
+        gender = r.uint()
+        consents = []
+        for _ in range(r.uint()):
+            packed = r.uint()
+            consents.append((packed >> 1, bool(packed & 1)))
+        payload = Attributes(values[0], gender, values[1], values[2], values[3], values[4],
+                             tuple(consents))
+    return event_id, kind, channel, source, payload

@@ -1,0 +1,132 @@
+"""Use cases of events and profiles: track, record a till purchase, read a profile.
+
+Input is validated and normalised here, whole, before a write transaction starts,
+so a bad event in a batch writes nothing and the error names its field. Each call
+(or stream batch) is one transaction, acknowledged after it is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from identity.columns import EventColumns
+from identity.errors import FieldViolation, InvalidArgument
+from identity.event_store import EventStore, ValidEvent
+from identity.events import Channel, Event, EventType, Order, check
+from identity.graph import IdentityGraph, now_ms
+from identity.identifiers import Identifier, Kind
+from identity.orders import OrderBook
+from identity.profiles import HistoryQuery, Profile, ProfileReader
+from identity.store import Store, WriteTxn
+from identity.strings import StringDictionary
+
+__all__ = ["Purchase", "PurchaseResult", "Tracking", "purchase_event_id"]
+
+# Paths of a till purchase checked as an event (".order.total") -> request fields.
+_PURCHASE_PATHS = {".event_id": "order.order_id", "[0].identifier": "loyalty_card"}
+Identify = Callable[[int, str, str], Identifier]  # kind, raw value, field path
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """A purchase at a till as the POS sent it (identifiers raw)."""
+
+    order: Order
+    loyalty_card: str = ""
+    phone: str = ""
+    customer_id: str = ""
+    store: str = ""
+    time_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PurchaseResult:
+    person_id: str
+    recorded: bool  # False: this order id came from a till before; nothing changed
+    link_outcome: int  # identity.graph.Outcome, 0 when nothing was linked
+    event_id: str
+
+
+def purchase_event_id(order_id: str) -> str:
+    """The event id of a till purchase: a retried push carries the same one."""
+    return f"pos:{order_id}"
+
+
+class Tracking:
+    """Events, orders and profiles over one store and identity graph."""
+
+    def __init__(self, store: Store, graph: IdentityGraph, identify: Identify):
+        self.store = store
+        self.graph = graph
+        self.identify = identify
+        self.strings = StringDictionary()
+        self.columns = EventColumns()
+        self.orders = OrderBook(self.strings)
+        self.events = EventStore(graph, self.strings, self.columns, self.orders)
+        self.profiles = ProfileReader(graph, self.events, self.orders, self.strings)
+        with store.read() as tx:
+            self.events.load(tx)
+
+    def track(self, events: Sequence[Event], path: str = "events") -> tuple[int, int]:
+        """Store a batch atomically; returns (stored, duplicates skipped)."""
+        valid = self.validate(events, path)
+        return self.store.write(lambda tx: self.events.record(tx, valid, path))
+
+    def validate(self, events: Sequence[Event], path: str = "events") -> list[ValidEvent]:
+        now = now_ms()
+        identify = self.identify
+        valid = []
+        for i, event in enumerate(events):
+            where = f"{path}[{i}]"
+            check(event, where)
+            kind, value = event.who
+            identifier = identify(kind, value, f"{where}.identifier")
+            valid.append((event, identifier, now if event.time_ms is None else event.time_ms))
+        return valid
+
+    def record_purchase(self, purchase: Purchase) -> PurchaseResult:
+        """Link card, phone and customer id and record the order, in one transaction."""
+        identifiers = [
+            self.identify(kind, raw, name)
+            for kind, raw, name in ((Kind.LOYALTY_CARD, purchase.loyalty_card, "loyalty_card"),
+                                    (Kind.PHONE, purchase.phone, "phone"),
+                                    (Kind.CUSTOMER_ID, purchase.customer_id, "customer_id"))
+            if raw.strip()
+        ]
+        if not any(i.kind in (Kind.LOYALTY_CARD, Kind.PHONE) for i in identifiers):
+            raise InvalidArgument.field("loyalty_card", "a loyalty card or a phone is needed")
+        order = purchase.order
+        if not order.store and purchase.store:
+            order = Order(order.order_id, order.lines, order.total, order.currency,
+                          purchase.store, order.cuisine, order.restaurant, order.meal_type,
+                          order.delivery_city)
+        source = f"pos:{order.store}" if order.store else "pos"
+        event = Event(purchase_event_id(order.order_id), (0, ""), purchase.time_ms,
+                      EventType.ORDER, order, Channel.POS, source)
+        time_ms = now_ms() if purchase.time_ms is None else purchase.time_ms
+        try:
+            check(event, "")
+            return self.store.write(lambda tx: self._purchase(tx, identifiers, event, time_ms))
+        except InvalidArgument as exc:
+            raise InvalidArgument([FieldViolation(_PURCHASE_PATHS.get(v.field, v.field[1:]),
+                                                  v.reason) for v in exc.violations]) from None
+
+    def _purchase(self, tx: WriteTxn, identifiers: list[Identifier], event: Event,
+                  time_ms: int) -> PurchaseResult:
+        if self.events.seen(tx, event.event_id):
+            node = self.graph.node_of(tx, identifiers[0])
+            person_id = self.graph.person_id(tx, self.graph.root_of(tx, node)) if node else ""
+            return PurchaseResult(person_id, False, 0, event.event_id)
+        link = self.graph.link(tx, identifiers, source=event.source, observed_ms=time_ms)
+        ignored = {identifier for identifier, _ in link.ignored}
+        usable = [i for i in identifiers if i not in ignored] or identifiers
+        self.events.record(tx, [(event, usable[0], time_ms)], path="")  # done by card, else phone
+        return PurchaseResult(link.person_id, True, int(link.outcome), event.event_id)
+
+    def profile(self, kind: int, value: str, query: HistoryQuery) -> Profile:
+        """The person of any identifier with one page of its merged history."""
+        identifier = self.identify(kind, value, "identifier")
+        self.profiles.check(query)
+        with self.store.read() as tx:
+            return self.profiles.profile(tx, identifier, query)
