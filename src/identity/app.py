@@ -15,6 +15,7 @@ from identity.errors import InvalidArgument
 from identity.graph import IdentityGraph, LinkResult, PersonView
 from identity.identifiers import Identifier
 from identity.normalize import Normalizer
+from identity.segmentation import Segmentation
 from identity.store import Store, WriteTxn
 from identity.tracking import Tracking
 
@@ -51,12 +52,15 @@ class App:
     graph: IdentityGraph = field(init=False)
     audit: Audit = field(init=False)
     tracking: Tracking = field(init=False)
+    segments: Segmentation = field(init=False)
 
     def __post_init__(self) -> None:
         self.normalizer = Normalizer(self.settings.normalize_settings())
         self.graph = IdentityGraph(self.settings.merge_rules())
         self.audit = Audit(self.store, self.graph)  # explain, split, block, forget
         self.tracking = Tracking(self.store, self.graph, self.identifier)  # events, profiles
+        self.segments = Segmentation(self.store, self.graph, self.tracking.columns,
+                                     self.tracking.strings, self.settings.time_zone)
 
     @classmethod
     def open(cls, settings: Settings) -> App:

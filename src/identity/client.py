@@ -18,6 +18,7 @@ from identity.rpc.convert import timestamp_of
 from identity.v1 import common_pb2, identity_pb2, identity_pb2_grpc
 from identity.v1 import events_pb2, events_pb2_grpc
 from identity.v1 import audit_pb2, audit_pb2_grpc
+from identity.v1 import segments_pb2, segments_pb2_grpc
 
 __all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request", "person_target"]
 
@@ -68,6 +69,7 @@ class IdentityClient:
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channel)
         self.events = events_pb2_grpc.EventServiceStub(self.channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
+        self.segments = segments_pb2_grpc.SegmentServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -177,9 +179,89 @@ class IdentityClient:
                                           reason=reason)
         return self.audit.Forget(request, timeout=self.timeout)
 
+    # -- segments (a tree is its JSON form as a dict, or a Condition message) --
+
+    def count_segment(self, tree: SegmentLike = None, *, name: str = "", as_of: When = None
+                      ) -> segments_pb2.CountSegmentResponse:
+        request = segments_pb2.CountSegmentRequest(segment=segment_target(tree, name),
+                                                   as_of=_timestamp(as_of))
+        return self.segments.CountSegment(request, timeout=self.timeout)
+
+    def export_segment(self, tree: SegmentLike = None, *, name: str = "", as_of: When = None,
+                       channel: str | int = 0, reachable_only: bool = False,
+                       batch_size: int = 0) -> Iterator[segments_pb2.SegmentMember]:
+        """Every member once, with the address on ``channel`` (an identifier kind)."""
+        kind = Kind.parse(channel) if isinstance(channel, str) and channel else int(channel or 0)
+        request = segments_pb2.ExportSegmentRequest(
+            segment=segment_target(tree, name), as_of=_timestamp(as_of), channel=int(kind),
+            reachable_only=reachable_only, batch_size=batch_size)
+        for message in self.segments.ExportSegment(request, timeout=None):
+            yield from message.members
+
+    def save_segment(self, name: str, tree: SegmentLike, description: str = ""
+                     ) -> segments_pb2.SaveSegmentResponse:
+        request = segments_pb2.SaveSegmentRequest(name=name, condition=condition(tree),
+                                                  description=description)
+        return self.segments.SaveSegment(request, timeout=self.timeout)
+
+    def get_segment(self, name: str) -> segments_pb2.GetSegmentResponse:
+        return self.segments.GetSegment(segments_pb2.GetSegmentRequest(name=name),
+                                        timeout=self.timeout)
+
+    def list_segments(self) -> segments_pb2.ListSegmentsResponse:
+        return self.segments.ListSegments(segments_pb2.ListSegmentsRequest(), timeout=self.timeout)
+
+    def delete_segment(self, name: str) -> segments_pb2.DeleteSegmentResponse:
+        return self.segments.DeleteSegment(segments_pb2.DeleteSegmentRequest(name=name),
+                                           timeout=self.timeout)
+
+    def explain_membership(self, person_id: str, tree: SegmentLike = None, *, name: str = "",
+                           as_of: When = None) -> segments_pb2.ExplainMembershipResponse:
+        request = segments_pb2.ExplainMembershipRequest(
+            person_id=person_id, segment=segment_target(tree, name), as_of=_timestamp(as_of))
+        return self.segments.ExplainMembership(request, timeout=self.timeout)
+
+    def cohort_matrix(self, as_of: When = None) -> segments_pb2.CohortMatrixResponse:
+        request = segments_pb2.CohortMatrixRequest(as_of=_timestamp(as_of))
+        return self.segments.CohortMatrix(request, timeout=self.timeout)
+
+    def cohort_transitions(self, from_time: When, to_time: When = None, *, from_cell: str = "",
+                           to_cell: str = "") -> segments_pb2.CohortTransitionsResponse:
+        request = segments_pb2.CohortTransitionsRequest(
+            from_time=_timestamp(from_time), to_time=_timestamp(to_time), from_cell=from_cell,
+            to_cell=to_cell)
+        return self.segments.CohortTransitions(request, timeout=self.timeout)
+
+    def set_tag(self, who: IdentifierLike | None = None, tag: str = "", value: str = "", *,
+                person_id: str = "", at: When = None, clear: bool = False
+                ) -> segments_pb2.SetTagResponse:
+        request = segments_pb2.SetTagRequest(
+            person_id=person_id, identifier=identifier(who) if who is not None else None,
+            tag=tag, value=value, at=_timestamp(at), clear=clear)
+        return self.segments.SetTag(request, timeout=self.timeout)
+
 
 def person_target(who: IdentifierLike | None = None, person_id: str = "") -> audit_pb2.PersonTarget:
     """A person by one of its identifiers or by its person id."""
     if who is not None:
         return audit_pb2.PersonTarget(identifier=identifier(who))
     return audit_pb2.PersonTarget(person_id=person_id)
+
+
+SegmentLike = Union[dict, "segments_pb2.Condition", None]
+
+
+def condition(tree: SegmentLike) -> segments_pb2.Condition:
+    """A tree's JSON form (dict) or a ``Condition`` message -> a message."""
+    if isinstance(tree, segments_pb2.Condition):
+        return tree
+    from google.protobuf.json_format import ParseDict
+
+    return ParseDict(tree or {}, segments_pb2.Condition())
+
+
+def segment_target(tree: SegmentLike = None, name: str = "") -> segments_pb2.SegmentTarget:
+    """An ad-hoc tree, or a saved segment by name."""
+    if name:
+        return segments_pb2.SegmentTarget(name=name)
+    return segments_pb2.SegmentTarget(condition=condition(tree))

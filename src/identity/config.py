@@ -59,6 +59,7 @@ class Settings:
     map_size: int = 1 << 30
     max_map_size: int = 1 << 40
     sync: bool = True
+    time_zone: str = "UTC"  # calendar days of segment windows and cohorts (IANA name)
     phone_region: str = "US"
     fold_email_aliases: bool = False
     kind_limits: dict[Kind, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
@@ -113,7 +114,7 @@ class Settings:
             kind = Kind.parse(entry["kind"]) if entry.get("kind") else None
             rules.append(BlockRule(str(entry["value"]), kind, bool(entry.get("pattern", False))))
         unknown = set(data) - {"address", "data_dir", "map_size", "max_map_size", "sync",
-                               "phone_region", "fold_email_aliases"}
+                               "time_zone", "phone_region", "fold_email_aliases"}
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
         settings = replace(self, kind_limits=limits, blocklist=tuple(rules))

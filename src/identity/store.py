@@ -50,6 +50,8 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "cuts": {},  # b"L"+link seq or b"N"+node -> action seq: evidence an admin removed
     "blocked": {},  # kind byte + value -> action seq: values blocked at run time
     "erased": {},  # salted hash of a forgotten identifier -> erasure time (ms)
+    "segments": {},  # saved segment name -> JSON record (condition tree, description, time)
+    "tags": {},  # node u32 + tag + seq u64 -> behaviour tag setting (time ms, cleared, value)
 }
 
 MAX_GROUP = 256
