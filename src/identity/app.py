@@ -18,6 +18,7 @@ from identity.normalize import Normalizer
 from identity.segmentation import Segmentation
 from identity.store import Store, WriteTxn
 from identity.tracking import Tracking
+from identity.triggers import Triggers
 
 __all__ = ["App", "LinkInput", "MAX_SOURCE_LENGTH", "MAX_IDENTIFIERS_PER_LINK"]
 
@@ -52,6 +53,7 @@ class App:
     graph: IdentityGraph = field(init=False)
     audit: Audit = field(init=False)
     tracking: Tracking = field(init=False)
+    triggers: Triggers = field(init=False)
     segments: Segmentation = field(init=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,8 @@ class App:
         self.graph = IdentityGraph(self.settings.merge_rules())
         self.audit = Audit(self.store, self.graph)  # explain, split, block, forget
         self.tracking = Tracking(self.store, self.graph, self.identifier)  # events, profiles
+        self.triggers = Triggers(self.store, self.graph, self.tracking, self.identifier,
+                                 self.settings.triggers)  # suppression, caps, audiences
         self.segments = Segmentation(self.store, self.graph, self.tracking.columns,
                                      self.tracking.strings, self.settings.time_zone)
 

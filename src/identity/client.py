@@ -18,9 +18,11 @@ from identity.rpc.convert import timestamp_of
 from identity.v1 import common_pb2, identity_pb2, identity_pb2_grpc
 from identity.v1 import events_pb2, events_pb2_grpc
 from identity.v1 import audit_pb2, audit_pb2_grpc
+from identity.v1 import triggers_pb2, triggers_pb2_grpc
 from identity.v1 import segments_pb2, segments_pb2_grpc
 
-__all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request", "person_target"]
+__all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request", "person_target",
+           "trigger_kind", "message_channel"]
 
 IdentifierLike = Union[str, tuple[Union[str, Kind, int], str], common_pb2.Identifier]
 When = Union[datetime, int, None]
@@ -69,6 +71,7 @@ class IdentityClient:
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channel)
         self.events = events_pb2_grpc.EventServiceStub(self.channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
+        self.triggers = triggers_pb2_grpc.TriggerServiceStub(self.channel)
         self.segments = segments_pb2_grpc.SegmentServiceStub(self.channel)
 
     def close(self) -> None:
@@ -179,6 +182,64 @@ class IdentityClient:
                                           reason=reason)
         return self.audit.Forget(request, timeout=self.timeout)
 
+    # -- triggers ------------------------------------------------------------
+
+    def check_trigger(self, who: IdentifierLike, trigger: str | int, channel: str | int, *,
+                      products: Sequence[str] = (), categories: Sequence[str] = (),
+                      campaign: str = "", scenario: str = "", now: When = None,
+                      event_time: When = None, reserve: bool = False,
+                      idempotency_key: str = "") -> triggers_pb2.CheckTriggerResponse:
+        """Ask before sending: ``check_trigger("email:a@x.com", "abandoned_cart", "email")``."""
+        request = triggers_pb2.CheckTriggerRequest(
+            identifier=identifier(who), trigger=trigger_kind(trigger),
+            channel=message_channel(channel), product_ids=products, categories=categories,
+            campaign=campaign, scenario=scenario, now=_timestamp(now),
+            event_time=_timestamp(event_time), reserve=reserve, idempotency_key=idempotency_key)
+        return self.triggers.CheckTrigger(request, timeout=self.timeout)
+
+    def record_send(self, who: IdentifierLike, channel: str | int, *, trigger: str | int = 0,
+                    products: Sequence[str] = (), categories: Sequence[str] = (),
+                    campaign: str = "", scenario: str = "", sent_at: When = None,
+                    idempotency_key: str = "", failed: bool = False
+                    ) -> triggers_pb2.RecordSendResponse:
+        request = triggers_pb2.RecordSendRequest(
+            identifier=identifier(who), trigger=trigger_kind(trigger),
+            channel=message_channel(channel), product_ids=products, categories=categories,
+            campaign=campaign, scenario=scenario, sent_at=_timestamp(sent_at),
+            idempotency_key=idempotency_key, failed=failed)
+        return self.triggers.RecordSend(request, timeout=self.timeout)
+
+    def filter_audience(self, settings: triggers_pb2.AudienceSettings,
+                        batches: Iterable[Sequence[IdentifierLike]] = (),
+                        segments: Sequence[str] = ()
+                        ) -> Iterator[triggers_pb2.FilterAudienceResponse]:
+        """Stream identifier batches (and segment names, with the first message) in."""
+        def messages() -> Iterator[triggers_pb2.FilterAudienceRequest]:
+            first = triggers_pb2.FilterAudienceRequest(settings=settings, segments=segments)
+            for batch in batches:
+                first.identifiers.extend(identifier(i) for i in batch)
+                yield first
+                first = triggers_pb2.FilterAudienceRequest()
+            if first.HasField("settings"):
+                yield first
+
+        return self.triggers.FilterAudience(messages(), timeout=None)
+
+    def set_trigger_rule(self, rule: triggers_pb2.TriggerRule
+                         ) -> triggers_pb2.SetTriggerRuleResponse:
+        request = triggers_pb2.SetTriggerRuleRequest(rule=rule)
+        return self.triggers.SetTriggerRule(request, timeout=self.timeout)
+
+    def get_trigger_rule(self, trigger: str | int = 0, campaign: str = ""
+                         ) -> triggers_pb2.GetTriggerRuleResponse:
+        request = triggers_pb2.GetTriggerRuleRequest(trigger=trigger_kind(trigger),
+                                                     campaign=campaign)
+        return self.triggers.GetTriggerRule(request, timeout=self.timeout)
+
+    def list_trigger_rules(self) -> triggers_pb2.ListTriggerRulesResponse:
+        return self.triggers.ListTriggerRules(triggers_pb2.ListTriggerRulesRequest(),
+                                              timeout=self.timeout)
+
     # -- segments (a tree is its JSON form as a dict, or a Condition message) --
 
     def count_segment(self, tree: SegmentLike = None, *, name: str = "", as_of: When = None
@@ -239,6 +300,20 @@ class IdentityClient:
             person_id=person_id, identifier=identifier(who) if who is not None else None,
             tag=tag, value=value, at=_timestamp(at), clear=clear)
         return self.segments.SetTag(request, timeout=self.timeout)
+
+
+def trigger_kind(value: str | int) -> int:
+    """``"abandoned_cart"`` or a number -> the ``TriggerKind`` number (0: any/unset)."""
+    if isinstance(value, int):
+        return value
+    return triggers_pb2.TriggerKind.Value("TRIGGER_KIND_" + value.strip().upper())
+
+
+def message_channel(value: str | int) -> int:
+    """``"email"``, ``"push"``, ``"sms"`` or a number -> the ``EventChannel`` number."""
+    if isinstance(value, int):
+        return value
+    return events_pb2.EventChannel.Value("EVENT_CHANNEL_" + value.strip().upper())
 
 
 def person_target(who: IdentifierLike | None = None, person_id: str = "") -> audit_pb2.PersonTarget:

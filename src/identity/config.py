@@ -64,6 +64,7 @@ class Settings:
     fold_email_aliases: bool = False
     kind_limits: dict[Kind, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     blocklist: tuple[BlockRule, ...] = DEFAULT_RULES
+    triggers: dict = field(default_factory=dict)  # the [triggers] table: identity.trigger_rules
 
     def normalize_settings(self) -> NormalizeSettings:
         return NormalizeSettings(default_region=self.phone_region,
@@ -114,7 +115,7 @@ class Settings:
             kind = Kind.parse(entry["kind"]) if entry.get("kind") else None
             rules.append(BlockRule(str(entry["value"]), kind, bool(entry.get("pattern", False))))
         unknown = set(data) - {"address", "data_dir", "map_size", "max_map_size", "sync",
-                               "time_zone", "phone_region", "fold_email_aliases"}
+                               "time_zone", "phone_region", "fold_email_aliases", "triggers"}
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
         settings = replace(self, kind_limits=limits, blocklist=tuple(rules))

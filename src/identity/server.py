@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from identity.app import App
 from identity.rpc import audit_service, identity_service
 from identity.rpc import event_service
+from identity.rpc import trigger_service
 from identity.rpc import segment_service
 
 __all__ = ["create_server", "serve"]
@@ -44,6 +45,7 @@ def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.S
     services = [identity_service.add_to_server(app, server)]
     services.append(event_service.add_to_server(app, server))
     services.append(audit_service.add_to_server(app, server))
+    services.append(trigger_service.add_to_server(app, server))
     services.append(segment_service.add_to_server(app, server))
     _add_health(server, services)
     reflection.enable_server_reflection(

@@ -50,6 +50,9 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "cuts": {},  # b"L"+link seq or b"N"+node -> action seq: evidence an admin removed
     "blocked": {},  # kind byte + value -> action seq: values blocked at run time
     "erased": {},  # salted hash of a forgotten identifier -> erasure time (ms)
+    "sends": {},  # node u64 + time ms + seq -> a reserved or recorded message send (caps)
+    "send_keys": {},  # blake2b-128 of an idempotency key -> its send and first trigger decision
+    "trigger_rules": {},  # trigger kind byte + campaign -> trigger rule set by SetTriggerRule
     "segments": {},  # saved segment name -> JSON record (condition tree, description, time)
     "tags": {},  # node u32 + tag + seq u64 -> behaviour tag setting (time ms, cleared, value)
 }

@@ -1,0 +1,130 @@
+"""The send log: every message reserved or sent, kept against the node it went to.
+
+Caps and dedupe windows count what a person received through *any* identifier,
+so a send is stored under the node of its address (like an event) and a person's
+sends are read at decision time from the graph's member list: a merge or a split
+moves nothing here. Reservations are sends too (a reserving ``CheckTrigger`` writes
+one in the transaction that decided SEND); ``RecordSend`` confirms or releases them.
+
+    sends      node u64 | time ms u64 | seq u64  ->  status, channel, trigger, flags,
+                                                     subject u64, campaign (UTF-8)
+    send_keys  blake2b-128(idempotency key)      ->  send key length u8, send key,
+                                                     the first decision (JSON) or nothing
+
+The subject is a 64-bit hash of (trigger kind, scenario, products, categories):
+"the same trigger for the same products" is one integer comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from identity.store import Txn, WriteTxn
+
+__all__ = ["Send", "SendLog", "Remembered", "subject_of", "RESERVED", "SENT"]
+
+_KEY = struct.Struct(">QQQ")  # node, time ms, seq
+_PREFIX = struct.Struct(">Q")
+_RECORD = struct.Struct("<BBBBQ")  # status, channel, trigger, flags, subject
+_NEXT_SEQ = b"next_send_seq"
+_TRANSACTIONAL = 1
+RESERVED = 1
+SENT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    key: bytes
+    node: int
+    time_ms: int
+    status: int
+    channel: int
+    trigger: int
+    transactional: bool
+    subject: int
+    campaign: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What an idempotency key already did: the send it made and the decision it gave."""
+
+    send_key: bytes
+    decision: bytes  # JSON of the first decision; empty when the key came from RecordSend
+
+
+def subject_of(trigger: int, scenario: str, products: Iterable[str], categories: Iterable[str]
+               ) -> int:
+    """A stable 64-bit hash of what a message is about (order-insensitive)."""
+    text = "\x1f".join([str(trigger), scenario, "\x1e".join(sorted(set(products))),
+                        "\x1e".join(sorted(set(categories)))])
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def _digest(idempotency_key: str) -> bytes:
+    return hashlib.blake2b(idempotency_key.encode(), digest_size=16).digest()
+
+
+def _unpack(key: bytes, value: bytes) -> Send:
+    node, time_ms, _ = _KEY.unpack(key)
+    status, channel, trigger, flags, subject = _RECORD.unpack_from(value)
+    return Send(bytes(key), node, time_ms, status, channel, trigger,
+                bool(flags & _TRANSACTIONAL), subject, bytes(value[_RECORD.size :]).decode())
+
+
+class SendLog:
+    """Reads and writes inside the caller's transaction; holds no state of its own."""
+
+    def recent(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> list[Send]:
+        """Sends to any of ``nodes`` at or after ``since_ms``, oldest first per node."""
+        sends: list[Send] = []
+        for node in nodes:
+            prefix = _PREFIX.pack(node)
+            start = _KEY.pack(node, max(since_ms, 0), 0)
+            sends.extend(_unpack(k, v) for k, v in tx.items("sends", start=start, prefix=prefix))
+        return sends
+
+    def append(self, tx: WriteTxn, node: int, time_ms: int, *, status: int, channel: int,
+               trigger: int, transactional: bool, subject: int, campaign: str) -> bytes:
+        """Record a send; returns its key."""
+        raw = tx.get("meta", _NEXT_SEQ)
+        seq = _PREFIX.unpack(raw)[0] if raw else 1
+        tx.put("meta", _NEXT_SEQ, _PREFIX.pack(seq + 1))
+        key = _KEY.pack(node, max(time_ms, 0), seq)
+        flags = _TRANSACTIONAL if transactional else 0
+        tx.put("sends", key, _RECORD.pack(status, channel, trigger, flags, subject)
+               + campaign.encode())
+        return key
+
+    def confirm(self, tx: WriteTxn, send_key: bytes) -> bool:
+        """Mark a reservation sent; False when there is no such send."""
+        raw = tx.get("sends", send_key)
+        if raw is None:
+            return False
+        if raw[0] == RESERVED:
+            tx.put("sends", send_key, bytes((SENT,)) + bytes(raw[1:]))
+        return True
+
+    def release(self, tx: WriteTxn, send_key: bytes) -> bool:
+        """Delete a send that did not happen; False when there is no such send."""
+        return tx.delete("sends", send_key)
+
+    # -- idempotency keys --------------------------------------------------
+
+    def remembered(self, tx: Txn, idempotency_key: str) -> Remembered | None:
+        raw = tx.get("send_keys", _digest(idempotency_key))
+        if raw is None:
+            return None
+        length = raw[0]
+        return Remembered(bytes(raw[1 : 1 + length]), bytes(raw[1 + length :]))
+
+    def remember(self, tx: WriteTxn, idempotency_key: str, send_key: bytes, decision: bytes
+                 ) -> None:
+        tx.put("send_keys", _digest(idempotency_key),
+               bytes((len(send_key),)) + send_key + decision)
+
+    def forget_key(self, tx: WriteTxn, idempotency_key: str) -> None:
+        tx.delete("send_keys", _digest(idempotency_key))

@@ -1,0 +1,418 @@
+"""Trigger decisions: SEND, SUPPRESS or DEFER, with every reason that applies.
+
+A decision is made for the *person*, at send time, from the current graph: the
+orders, message events, consents and sends of every identifier the person is known
+by count, wherever they came from (site, app, till). Orders count by event time,
+not arrival: one that reaches us late still suppresses. Reasons are gathered, not
+short-circuited, so a caller sees all of them; any reason but quiet hours
+suppresses, quiet hours alone defer to the end of the window.
+
+With ``reserve`` the caller runs ``check`` inside ``Store.write``: the decision and
+the reservation share one write transaction, and write jobs run one at a time, so
+two concurrent checks for one person and trigger cannot both see "nothing sent
+yet". A key that reserved a send replays that decision; SUPPRESS and DEFER are not
+kept under the key, so a deferred trigger retried later is decided afresh.
+
+Message events (``MESSAGE_ACTION_SENT``) count against caps like recorded sends;
+give such an event the send's idempotency key as its event id and it counts once.
+Transactional rules skip caps and consent, and their sends do not count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import IntEnum
+
+from identity.event_store import CONSENT_SLOT, EventStore
+from identity.events import Channel, EventType, MessageAction
+from identity.graph import IdentityGraph, NodeInfo
+from identity.identifiers import Identifier, Kind
+from identity.local_time import period_bounds, quiet_until, zone
+from identity.orders import OrderBook
+from identity.profiles import ProfileReader
+from identity.sendlog import RESERVED, SENT, SendLog, subject_of
+from identity.store import Txn, WriteTxn
+from identity.trigger_rules import Cap, CapScope, PurchaseMatch, RuleBook, TriggerKind, TriggerRule
+
+__all__ = ["Decision", "Reason", "ReasonCode", "SendOutcome", "SendReport", "Suppression",
+           "TriggerCheck", "Verdict", "ADDRESS_KIND"]
+
+ADDRESS_KIND = {Channel.EMAIL: Kind.EMAIL, Channel.SMS: Kind.PHONE, Channel.PUSH: Kind.DEVICE_ID}
+_ALL = 1 << 30  # history page size meaning "every matching event"
+
+
+class Verdict(IntEnum):
+    SEND = 1
+    SUPPRESS = 2
+    DEFER = 3
+
+
+class ReasonCode(IntEnum):
+    """Numbers shared with ``identity.v1.ReasonCode``."""
+
+    PURCHASED = 1
+    DUPLICATE = 2
+    CHANNEL_CAP = 3
+    CAMPAIGN_CAP = 4
+    QUIET_HOURS = 5
+    OPTED_OUT = 6
+    NO_CONSENT = 7
+    UNREACHABLE = 8
+    EXCLUDED_SEGMENT = 9
+    UNKNOWN_IDENTIFIER = 10
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: ReasonCode
+    detail: str
+    until_ms: int | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    reasons: tuple[Reason, ...] = ()
+    person_id: str = ""
+    address: Identifier | None = None
+    next_allowed_ms: int | None = None
+    reserved: bool = False
+    replayed: bool = False
+    rule: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "v": int(self.verdict), "p": self.person_id, "n": self.next_allowed_ms,
+            "a": [int(self.address.kind), self.address.value] if self.address else None,
+            "r": [[int(r.code), r.detail, r.until_ms, list(r.attributes)] for r in self.reasons],
+            "s": self.reserved, "rule": self.rule,
+        }).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Decision:
+        d = json.loads(raw)
+        address = Identifier(Kind(d["a"][0]), d["a"][1]) if d["a"] else None
+        reasons = tuple(Reason(ReasonCode(c), t, u, tuple(tuple(a) for a in attrs))
+                        for c, t, u, attrs in d["r"])
+        return cls(Verdict(d["v"]), reasons, d["p"], address, d["n"], d["s"], False, d["rule"])
+
+
+@dataclass(frozen=True)
+class TriggerCheck:
+    """One trigger to one person (or, with ``identifier`` unused, an audience template)."""
+
+    identifier: Identifier | None
+    trigger: TriggerKind | None
+    channel: Channel
+    now_ms: int
+    campaign: str = ""
+    scenario: str = ""
+    products: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    event_ms: int | None = None
+    reserve: bool = False
+    idempotency_key: str = ""
+
+    @property
+    def subject(self) -> int:
+        return subject_of(int(self.trigger or 0), self.scenario, self.products, self.categories)
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """A message that went out (or, ``failed``, one whose reservation must be released)."""
+
+    identifier: Identifier
+    trigger: TriggerKind | None
+    channel: Channel
+    sent_ms: int
+    campaign: str = ""
+    scenario: str = ""
+    products: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    idempotency_key: str = ""
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    recorded: bool
+    matched_reservation: bool
+    person_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A send as caps and dedupe see it, from the send log or a message event."""
+
+    time_ms: int
+    channel: int
+    campaign: str
+    subject: int | None
+    transactional: bool
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+class Suppression:
+    """Decides inside the caller's transaction; knows nothing of gRPC."""
+
+    def __init__(self, graph: IdentityGraph, rules: RuleBook, sends: SendLog,
+                 events: EventStore, orders: OrderBook, profiles: ProfileReader):
+        self.graph = graph
+        self.rules = rules
+        self.sends = sends
+        self.events = events
+        self.orders = orders
+        self.profiles = profiles
+        # (tx, segment name, root) -> is the person a member; set when segments are wired.
+        self.in_segment: Callable[[Txn, str, int], bool] | None = None
+
+    # -- one trigger -------------------------------------------------------
+
+    def check(self, tx: Txn, check: TriggerCheck) -> Decision:
+        """Decide; with ``check.reserve`` (``tx`` must then be a WriteTxn) record a SEND."""
+        if check.idempotency_key:
+            seen = self.sends.remembered(tx, check.idempotency_key)
+            if seen is not None and seen.decision:
+                return replace(Decision.from_json(seen.decision), replayed=True)
+        rule, _ = self.rules.rule_for(check.trigger, check.campaign)
+        assert check.identifier is not None
+        node = self.graph.node_of(tx, check.identifier)
+        if node is None:
+            return Decision(Verdict.SUPPRESS, (Reason(
+                ReasonCode.UNKNOWN_IDENTIFIER, f"{check.identifier} is not known"),),
+                rule=rule.name)
+        decision, address_node = self.decide(tx, self.graph.root_of(tx, node), check, rule)
+        if check.reserve and decision.verdict is Verdict.SEND and isinstance(tx, WriteTxn):
+            decision = self._reserve(tx, check, rule, decision, address_node)
+        return decision
+
+    def _reserve(self, tx: WriteTxn, check: TriggerCheck, rule: TriggerRule, decision: Decision,
+                 address_node: int) -> Decision:
+        key = self.sends.append(
+            tx, address_node, check.now_ms, status=RESERVED, channel=int(check.channel),
+            trigger=int(check.trigger or 0), transactional=rule.transactional,
+            subject=check.subject, campaign=check.campaign)
+        decision = replace(decision, reserved=True)
+        if check.idempotency_key:
+            self.sends.remember(tx, check.idempotency_key, key, decision.to_json())
+        return decision
+
+    def decide(self, tx: Txn, root: int, check: TriggerCheck, rule: TriggerRule
+               ) -> tuple[Decision, int]:
+        """The decision for the person rooted at ``root`` and the node of its address."""
+        infos = [self.graph.node_info(tx, n) for n in self.graph.members(tx, root)]
+        nodes = {i.node: i.identifier for i in infos}
+        attributes, consents = self.profiles._attributes(tx, nodes)
+        tz_name = attributes.get("time_zone") or self.rules.shop_time_zone
+        try:
+            tz = zone(tz_name)
+        except ValueError:
+            tz_name = self.rules.shop_time_zone
+            tz = zone(tz_name)
+        reasons: list[Reason] = []
+        reasons += self._purchases(tx, nodes, check, rule)
+        if not rule.transactional:
+            reasons += self._consent(tx, nodes, consents, check.channel, rule)
+        address = _address(infos, check.channel)
+        if address is None:
+            reasons.append(Reason(ReasonCode.UNREACHABLE,
+                                  f"no {ADDRESS_KIND[check.channel].label} for "
+                                  f"{check.channel.name.lower()}"))
+        for name in rule.exclusion_segments:
+            if self.in_segment is not None and self.in_segment(tx, name, root):
+                reasons.append(Reason(ReasonCode.EXCLUDED_SEGMENT, f"in segment {name!r}",
+                                      attributes=(("segment", name),)))
+        reasons += self._history(tx, nodes, check, rule, tz)
+        window = rule.quiet_window(check.channel)
+        quiet = quiet_until(check.now_ms, tz, window) if window else None
+        if quiet is not None:
+            reasons.append(Reason(
+                ReasonCode.QUIET_HOURS, f"quiet hours {window} in {tz_name} until {_iso(quiet)}",
+                quiet, (("window", str(window)), ("time_zone", tz_name))))
+        if any(r.code is not ReasonCode.QUIET_HOURS for r in reasons):
+            verdict, next_allowed = Verdict.SUPPRESS, None
+        elif reasons:
+            verdict, next_allowed = Verdict.DEFER, quiet
+        else:
+            verdict, next_allowed = Verdict.SEND, None
+        person_id = self.graph.person_id(tx, root)
+        kept = address.identifier if address and verdict is not Verdict.SUPPRESS else None
+        decision = Decision(verdict, tuple(reasons), person_id, kept, next_allowed,
+                            rule=rule.name)
+        return decision, (address.node if address else root)
+
+    # -- the reasons -------------------------------------------------------
+
+    def _purchases(self, tx: Txn, nodes: dict[int, Identifier], check: TriggerCheck,
+                   rule: TriggerRule) -> list[Reason]:
+        match = rule.purchase_match
+        categories = check.categories if match is PurchaseMatch.CATEGORY else ()
+        if match is PurchaseMatch.NONE or not (check.products or categories):
+            return []
+        since = check.event_ms if check.event_ms is not None else \
+            check.now_ms - rule.purchase_lookback_ms
+        orders, _ = self.events.history(tx, nodes, types=frozenset({EventType.ORDER}),
+                                        since_ms=since, limit=_ALL)
+        products = set(check.products)
+        reasons = []
+        for event in orders:
+            ref = self.orders.ref_of(tx, event.payload.order_id)
+            record = self.orders.get(tx, ref) if ref is not None else None
+            if record is not None and record.cancelled:
+                continue
+            hit = _matching_line(event.payload.lines, products, categories)
+            if hit is None:
+                continue
+            what, value = hit
+            reasons.append(Reason(
+                ReasonCode.PURCHASED,
+                f"ordered {value} in order {event.payload.order_id} at {_iso(event.time_ms)} "
+                f"({event.identifier})", None,
+                (("order_id", event.payload.order_id), ("ordered_at", _iso(event.time_ms)),
+                 (what, value), ("identifier", str(event.identifier)))))
+        return reasons
+
+    def _consent(self, tx: Txn, nodes: dict[int, Identifier], consents: dict[int, bool],
+                 channel: Channel, rule: TriggerRule) -> list[Reason]:
+        label = channel.name.lower()
+        if consents.get(int(channel)) is False:
+            return [Reason(ReasonCode.OPTED_OUT, f"withdrew consent to {label}")]
+        stated = [self.events.node_attributes(tx, n).get(CONSENT_SLOT + int(channel))
+                  for n in nodes]
+        granted_ms = max((s[0] for s in stated if s is not None), default=None)
+        messages, _ = self.events.history(tx, nodes, types=frozenset({EventType.MESSAGE}),
+                                          since_ms=granted_ms, limit=_ALL)
+        for event in messages:
+            if (event.payload.action == MessageAction.UNSUBSCRIBED and event.channel == channel
+                    and (granted_ms is None or event.time_ms >= granted_ms)):
+                return [Reason(ReasonCode.OPTED_OUT,
+                               f"unsubscribed from {label} at {_iso(event.time_ms)}",
+                               attributes=(("campaign", event.payload.campaign),))]
+        if channel in rule.consent_required and consents.get(int(channel)) is not True:
+            return [Reason(ReasonCode.NO_CONSENT, f"no consent to {label} on record")]
+        return []
+
+    def _history(self, tx: Txn, nodes: dict[int, Identifier], check: TriggerCheck,
+                 rule: TriggerRule, tz) -> list[Reason]:
+        """Dedupe and caps, over the send log and message events of every identifier."""
+        now = check.now_ms
+        caps = [] if rule.transactional else [
+            c for c in rule.caps if c.applies_to(check.channel)
+            and (c.scope is CapScope.CHANNEL or check.campaign)]
+        bounds = [period_bounds(now, tz, c.period, c.rolling) for c in caps]
+        horizon = min([b[0] for b in bounds] + [now - rule.dedupe_window_ms])
+        sent = self._sent(tx, nodes, horizon)
+        reasons = []
+        if rule.dedupe_window_ms and check.trigger:
+            subject = check.subject
+            same = [s for s in sent if s.subject == subject
+                    and now - rule.dedupe_window_ms < s.time_ms <= now]
+            if same:
+                last = max(same, key=lambda s: s.time_ms)
+                until = last.time_ms + rule.dedupe_window_ms
+                reasons.append(Reason(
+                    ReasonCode.DUPLICATE,
+                    f"the same trigger went out on {Channel(last.channel).name.lower()} at "
+                    f"{_iso(last.time_ms)}", until,
+                    (("sent_at", _iso(last.time_ms)),
+                     ("channel", Channel(last.channel).name.lower()),
+                     ("campaign", last.campaign))))
+        for cap, (start, end) in zip(caps, bounds):
+            counted = sorted(s.time_ms for s in sent if start <= s.time_ms < end
+                             and _counts_for(cap, s, check))
+            if len(counted) < cap.limit:
+                continue
+            until = end
+            if cap.rolling:  # the window frees when enough of the counted sends age out
+                until = counted[len(counted) - cap.limit] + cap.period.ms if cap.limit else end
+            code = ReasonCode.CHANNEL_CAP if cap.scope is CapScope.CHANNEL \
+                else ReasonCode.CAMPAIGN_CAP
+            what = check.channel.name.lower() if cap.scope is CapScope.CHANNEL \
+                else f"campaign {check.campaign!r}"
+            kind = "rolling " if cap.rolling else ""
+            reasons.append(Reason(
+                code, f"{len(counted)} of {cap.limit} {what} messages this {kind}"
+                f"{cap.period.label}", until,
+                (("limit", str(cap.limit)), ("count", str(len(counted))),
+                 ("period", cap.period.label), ("rolling", str(cap.rolling).lower()))))
+        return reasons
+
+    def _sent(self, tx: Txn, nodes: dict[int, Identifier], since_ms: int) -> list[_Sent]:
+        sent = [_Sent(s.time_ms, s.channel, s.campaign, s.subject, s.transactional)
+                for s in self.sends.recent(tx, nodes, since_ms)]
+        messages, _ = self.events.history(tx, nodes, types=frozenset({EventType.MESSAGE}),
+                                          since_ms=since_ms, limit=_ALL)
+        for event in messages:
+            if event.payload.action != MessageAction.SENT:
+                continue
+            if self.sends.remembered(tx, event.event_id) is not None:
+                continue  # the same send, already in the log under its idempotency key
+            sent.append(_Sent(event.time_ms, event.channel, event.payload.campaign, None, False))
+        return sent
+
+    # -- reported sends ----------------------------------------------------
+
+    def record(self, tx: WriteTxn, report: SendReport) -> SendOutcome:
+        """Count a send (once per idempotency key), confirm or release a reservation."""
+        from identity.errors import NotFound
+
+        node = self.graph.node_of(tx, report.identifier)
+        if node is None:
+            raise NotFound(f"unknown identifier {report.identifier}")
+        person_id = self.graph.person_id(tx, self.graph.root_of(tx, node))
+        key = report.idempotency_key
+        seen = self.sends.remembered(tx, key) if key else None
+        if seen is not None and seen.send_key:
+            if report.failed:
+                released = self.sends.release(tx, seen.send_key)
+                self.sends.forget_key(tx, key)
+                return SendOutcome(False, released, person_id)
+            return SendOutcome(False, self.sends.confirm(tx, seen.send_key), person_id)
+        if report.failed:
+            return SendOutcome(False, False, person_id)
+        rule, _ = self.rules.rule_for(report.trigger, report.campaign)
+        subject = subject_of(int(report.trigger or 0), report.scenario, report.products,
+                             report.categories)
+        send_key = self.sends.append(
+            tx, node, report.sent_ms, status=SENT, channel=int(report.channel),
+            trigger=int(report.trigger or 0), transactional=rule.transactional,
+            subject=subject, campaign=report.campaign)
+        if key:
+            self.sends.remember(tx, key, send_key, b"")
+        return SendOutcome(True, False, person_id)
+
+
+def _counts_for(cap: Cap, sent: _Sent, check: TriggerCheck) -> bool:
+    if sent.transactional:
+        return False
+    if cap.scope is CapScope.CHANNEL:
+        return sent.channel == cap.channel
+    return sent.campaign == check.campaign and (cap.channel is None or sent.channel == cap.channel)
+
+
+def _matching_line(lines, products: set[str], categories: tuple[str, ...]
+                   ) -> tuple[str, str] | None:
+    for line in lines:
+        if line.product_id in products:
+            return "product_id", line.product_id
+    for line in lines:
+        for category in categories:
+            if line.category == category or line.category.startswith(category + "/"):
+                return "category", category
+    return None
+
+
+def _address(infos: list[NodeInfo], channel: Channel) -> NodeInfo | None:
+    """The identifier to send to: the most recently seen one of the channel's kind."""
+    kind = ADDRESS_KIND[channel]
+    candidates = [i for i in infos if i.identifier.kind is kind]
+    return max(candidates, key=lambda i: (i.last_seen_ms, i.node)) if candidates else None

@@ -1,0 +1,197 @@
+"""Use cases of trigger suppression: check, record a send, filter an audience, rules.
+
+Input is validated and normalised here before any transaction starts. A check
+that reserves (and every RecordSend) is one write transaction via ``Store.write``,
+so the decision and its reservation commit together; a check that does not
+reserve reads one snapshot. An audience stream decides one batch per
+transaction and remembers the persons it has decided, so a person reached
+through two identifiers (or two segments) is decided once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from identity.errors import InvalidArgument
+from identity.events import Channel
+from identity.graph import IdentityGraph, now_ms
+from identity.identifiers import Identifier
+from identity.sendlog import SendLog
+from identity.store import Store
+from identity.suppression import (
+    Decision, ReasonCode, SendOutcome, SendReport, Suppression, TriggerCheck, Verdict,
+)
+from identity.tracking import Tracking
+from identity.trigger_rules import MESSAGE_CHANNELS, RuleBook, TriggerKind, TriggerRule, check_rule
+
+__all__ = ["Audience", "Recipient", "Triggers", "MAX_SUBJECTS"]
+
+MAX_SUBJECTS = 1000
+MAX_TEXT = 256
+Identify = Callable[[int, str, str], Identifier]  # kind, raw value, field path
+
+
+@dataclass(frozen=True)
+class Recipient:
+    person_id: str
+    address: Identifier
+    verdict: Verdict
+    next_allowed_ms: int | None
+
+
+@dataclass
+class Audience:
+    """One FilterAudience stream: its template check, the persons decided, the totals."""
+
+    template: TriggerCheck
+    seen: set[int] = field(default_factory=set)
+    identifiers: int = 0
+    duplicates: int = 0
+    send: int = 0
+    deferred: int = 0
+    suppressed: int = 0
+    by_reason: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def persons(self) -> int:
+        return self.send + self.deferred + self.suppressed
+
+
+class Triggers:
+    """Trigger checks, sends, audiences and rules over one store."""
+
+    def __init__(self, store: Store, graph: IdentityGraph, tracking: Tracking,
+                 identify: Identify, config: dict | None = None):
+        self.store = store
+        self.graph = graph
+        self.identify = identify
+        self.rules = RuleBook(config)
+        self.sends = SendLog()
+        self.suppression = Suppression(graph, self.rules, self.sends, tracking.events,
+                                       tracking.orders, tracking.profiles)
+        with store.read() as tx:
+            self.rules.load(tx)
+
+    # -- CheckTrigger ------------------------------------------------------
+
+    def template(self, *, trigger: int, channel: int, campaign: str = "", scenario: str = "",
+                 products: Sequence[str] = (), categories: Sequence[str] = (),
+                 now_ms_: int | None = None, event_ms: int | None = None, reserve: bool = False,
+                 idempotency_key: str = "", require_trigger: bool = True, prefix: str = ""
+                 ) -> TriggerCheck:
+        """A validated check without its identifier (fields named under ``prefix``)."""
+        if trigger and trigger not in TriggerKind._value2member_map_:
+            raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}")
+        if require_trigger and not trigger:
+            raise InvalidArgument.field(f"{prefix}trigger", "is required")
+        if channel not in [int(c) for c in MESSAGE_CHANNELS]:
+            raise InvalidArgument.field(f"{prefix}channel", "must be EMAIL, PUSH or SMS")
+        for name, values in (("product_ids", products), ("categories", categories)):
+            if len(values) > MAX_SUBJECTS:
+                raise InvalidArgument.field(f"{prefix}{name}", f"at most {MAX_SUBJECTS}")
+            for i, value in enumerate(values):
+                if not value.strip() or len(value) > MAX_TEXT:
+                    raise InvalidArgument.field(f"{prefix}{name}[{i}]",
+                                                f"empty or longer than {MAX_TEXT} characters")
+        for name, value in (("campaign", campaign), ("scenario", scenario),
+                            ("idempotency_key", idempotency_key)):
+            if len(value) > MAX_TEXT:
+                raise InvalidArgument.field(f"{prefix}{name}",
+                                            f"longer than {MAX_TEXT} characters")
+        if event_ms is not None and event_ms < 0:
+            raise InvalidArgument.field(f"{prefix}event_time", "before 1970")
+        now = now_ms() if now_ms_ is None else now_ms_
+        return TriggerCheck(
+            None, TriggerKind(trigger) if trigger else None, Channel(channel), now,
+            campaign.strip(), scenario.strip(), tuple(p.strip() for p in products),
+            tuple(c.strip().strip("/") for c in categories), event_ms, reserve,
+            idempotency_key)
+
+    def check(self, who: tuple[int, str], template: TriggerCheck) -> Decision:
+        check = replace(template, identifier=self.identify(who[0], who[1], "identifier"))
+        if check.reserve:
+            return self.store.write(lambda tx: self.suppression.check(tx, check))
+        with self.store.read() as tx:
+            return self.suppression.check(tx, check)
+
+    # -- RecordSend --------------------------------------------------------
+
+    def record(self, who: tuple[int, str], template: TriggerCheck, failed: bool
+               ) -> SendOutcome:
+        report = SendReport(
+            self.identify(who[0], who[1], "identifier"), template.trigger, template.channel,
+            template.now_ms, template.campaign, template.scenario, template.products,
+            template.categories, template.idempotency_key, failed)
+        return self.store.write(lambda tx: self.suppression.record(tx, report))
+
+    # -- FilterAudience ----------------------------------------------------
+
+    def audience(self, template: TriggerCheck) -> Audience:
+        if not template.campaign:
+            raise InvalidArgument.field("settings.campaign", "is required")
+        return Audience(template)
+
+    def audience_batch(self, audience: Audience, identifiers: Sequence[tuple[int, str]],
+                       segments: Sequence[str] = ()) -> list[Recipient]:
+        """Decide the persons of one batch (one transaction); new persons only."""
+        if segments:
+            raise InvalidArgument.field("segments", "segment audiences are not available yet")
+        valid: list[Identifier | None] = []
+        for kind, value in identifiers:
+            try:
+                valid.append(self.identify(kind, value, "identifiers"))
+            except InvalidArgument:
+                valid.append(None)  # counted as unknown, like an identifier never seen
+        audience.identifiers += len(valid)
+        if audience.template.reserve:
+            return self.store.write(lambda tx: self._decide_batch(tx, audience, valid))
+        with self.store.read() as tx:
+            return self._decide_batch(tx, audience, valid)
+
+    def _decide_batch(self, tx, audience: Audience, identifiers: list[Identifier | None]
+                      ) -> list[Recipient]:
+        template = audience.template
+        rule, _ = self.rules.rule_for(template.trigger, template.campaign)
+        out: list[Recipient] = []
+        graph = self.graph
+        for identifier in identifiers:
+            node = graph.node_of(tx, identifier) if identifier is not None else None
+            if node is None:
+                audience.suppressed += 1
+                audience.by_reason[ReasonCode.UNKNOWN_IDENTIFIER] += 1
+                continue
+            root = graph.root_of(tx, node)
+            if root in audience.seen:
+                audience.duplicates += 1
+                continue
+            audience.seen.add(root)
+            check = replace(template, identifier=identifier)
+            if template.idempotency_key:
+                person = graph.person_id(tx, root)
+                check = replace(check, idempotency_key=f"{template.idempotency_key}/{person}")
+            decision = self.suppression.check(tx, check)
+            if decision.verdict is Verdict.SUPPRESS:
+                audience.suppressed += 1
+                audience.by_reason.update(set(int(r.code) for r in decision.reasons))
+                continue
+            if decision.verdict is Verdict.SEND:
+                audience.send += 1
+            else:
+                audience.deferred += 1
+            assert decision.address is not None
+            out.append(Recipient(decision.person_id, decision.address, decision.verdict,
+                                 decision.next_allowed_ms))
+        return out
+
+    # -- rules -------------------------------------------------------------
+
+    def set_rule(self, rule: TriggerRule) -> tuple[TriggerRule, bool]:
+        check_rule(rule)
+        return rule, self.store.write(lambda tx: self.rules.put(tx, rule))
+
+    def rule_for(self, trigger: int, campaign: str) -> tuple[TriggerRule, str]:
+        if trigger and trigger not in TriggerKind._value2member_map_:
+            raise InvalidArgument.field("trigger", f"unknown trigger kind {trigger}")
+        return self.rules.rule_for(TriggerKind(trigger) if trigger else None, campaign.strip())
