@@ -286,3 +286,30 @@ def test_bad_rule_and_bad_check_name_the_field(client: IdentityClient):
     with pytest.raises(grpc.RpcError) as bad_channel:
         client.check_trigger("email:a@example.com", "abandoned_cart", "web")
     assert "channel" in bad_channel.value.details()
+
+
+def test_exclusion_segment_of_the_rule_suppresses_and_segments_feed_audiences(
+        client: IdentityClient):
+    for n in (1, 2, 3):
+        client.link(f"customer_id:S-{n}", f"device_id:s{n}", observed_at=NOON - HOUR)
+    client.set_tag("customer_id:S-1", "vip", at=NOON - HOUR)
+    client.set_tag("customer_id:S-2", "vip", at=NOON - HOUR)
+    client.set_tag("customer_id:S-2", "complained", at=NOON - HOUR)
+    client.save_segment("vips", {"tag": {"name": "vip"}})
+    client.save_segment("complainers", {"tag": {"name": "complained"}})
+    client.set_trigger_rule(rule(campaign="vip-week", exclusion_segments=["complainers"]))
+    excluded = client.check_trigger("device_id:s2", "custom", "push", campaign="vip-week",
+                                    now=NOON)
+    assert codes(excluded) == ["excluded_segment"]
+    assert excluded.reasons[0].attributes["segment"] == "complainers"
+
+    settings = tr.AudienceSettings(channel=ev.EVENT_CHANNEL_PUSH, campaign="vip-week",
+                                   now=timestamp_of(NOON))
+    replies = list(client.filter_audience(settings, [["device_id:s1", "device_id:s3"]],
+                                          segments=["vips"]))
+    sent = sorted(r.person_id for reply in replies for r in reply.recipients)
+    assert sent == ["S-1", "S-3"]
+    summary = replies[-1].summary
+    assert (summary.identifiers, summary.duplicates, summary.suppressed) == (4, 1, 1)
+    assert [(c.code, c.count) for c in summary.suppressed_by_reason] == [
+        (tr.REASON_CODE_EXCLUDED_SEGMENT, 1)]

@@ -65,6 +65,7 @@ class App:
                                  self.settings.triggers)  # suppression, caps, audiences
         self.segments = Segmentation(self.store, self.graph, self.tracking.columns,
                                      self.tracking.strings, self.settings.time_zone)
+        self.triggers.use_segments(self.segments)  # exclusion and audience segments
 
     @classmethod
     def open(cls, settings: Settings) -> App:

@@ -96,6 +96,7 @@ def _ms_at(day: date, minute: int, tz: ZoneInfo) -> int:
     return int(instant.timestamp() * 1000)
 
 
+@lru_cache(maxsize=4096)  # an audience asks with one `now` for every person
 def quiet_until(now_ms: int, tz: ZoneInfo, window: QuietWindow) -> int | None:
     """When the quiet window around ``now_ms`` ends (UTC ms), or None when not inside one."""
     local = _local(now_ms, tz)
@@ -109,6 +110,7 @@ def quiet_until(now_ms: int, tz: ZoneInfo, window: QuietWindow) -> int | None:
     return until if until > now_ms else now_ms + 60_000
 
 
+@lru_cache(maxsize=4096)
 def period_bounds(now_ms: int, tz: ZoneInfo, period: Period, rolling: bool) -> tuple[int, int]:
     """The window ``[start, end)`` in UTC ms that holds ``now_ms``.
 

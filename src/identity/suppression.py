@@ -172,8 +172,8 @@ class Suppression:
         self.events = events
         self.orders = orders
         self.profiles = profiles
-        # (tx, segment name, root) -> is the person a member; set when segments are wired.
-        self.in_segment: Callable[[Txn, str, int], bool] | None = None
+        # (tx, segment name, root, as of ms) -> is the person a member; set by the wiring.
+        self.in_segment: Callable[[Txn, str, int, int], bool] | None = None
 
     # -- one trigger -------------------------------------------------------
 
@@ -228,7 +228,7 @@ class Suppression:
                                   f"no {ADDRESS_KIND[check.channel].label} for "
                                   f"{check.channel.name.lower()}"))
         for name in rule.exclusion_segments:
-            if self.in_segment is not None and self.in_segment(tx, name, root):
+            if self.in_segment is not None and self.in_segment(tx, name, root, check.now_ms):
                 reasons.append(Reason(ReasonCode.EXCLUDED_SEGMENT, f"in segment {name!r}",
                                       attributes=(("segment", name),)))
         reasons += self._history(tx, nodes, check, rule, tz)

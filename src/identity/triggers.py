@@ -10,14 +10,18 @@ through two identifiers (or two segments) is decided once.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from identity.errors import InvalidArgument
+import numpy as np
+
+from identity.errors import InvalidArgument, NotFound
 from identity.events import Channel
 from identity.graph import IdentityGraph, now_ms
 from identity.identifiers import Identifier
+from identity.segmentation import Segmentation, Target
 from identity.sendlog import SendLog
 from identity.store import Store
 from identity.suppression import (
@@ -29,6 +33,7 @@ from identity.trigger_rules import MESSAGE_CHANNELS, RuleBook, TriggerKind, Trig
 __all__ = ["Audience", "Recipient", "Triggers", "MAX_SUBJECTS"]
 
 MAX_SUBJECTS = 1000
+SEGMENT_TTL = 30.0  # seconds an exclusion segment's evaluation is reused across checks
 MAX_TEXT = 256
 Identify = Callable[[int, str, str], Identifier]  # kind, raw value, field path
 
@@ -71,6 +76,8 @@ class Triggers:
         self.sends = SendLog()
         self.suppression = Suppression(graph, self.rules, self.sends, tracking.events,
                                        tracking.orders, tracking.profiles)
+        self.segments: Segmentation | None = None
+        self._segment_cache: dict[tuple[str, int], tuple[float, object]] = {}
         with store.read() as tx:
             self.rules.load(tx)
 
@@ -136,9 +143,12 @@ class Triggers:
     def audience_batch(self, audience: Audience, identifiers: Sequence[tuple[int, str]],
                        segments: Sequence[str] = ()) -> list[Recipient]:
         """Decide the persons of one batch (one transaction); new persons only."""
-        if segments:
-            raise InvalidArgument.field("segments", "segment audiences are not available yet")
-        valid: list[Identifier | None] = []
+        roots: list[int] = []
+        for i, name in enumerate(segments):
+            if self.segments is None:
+                raise InvalidArgument.field(f"segments[{i}]", "segments are not available")
+            roots += self._members(name, audience.template.now_ms, f"segments[{i}]")
+        valid: list[Identifier | int | None] = list(roots)
         for kind, value in identifiers:
             try:
                 valid.append(self.identify(kind, value, "identifiers"))
@@ -150,19 +160,23 @@ class Triggers:
         with self.store.read() as tx:
             return self._decide_batch(tx, audience, valid)
 
-    def _decide_batch(self, tx, audience: Audience, identifiers: list[Identifier | None]
+    def _decide_batch(self, tx, audience: Audience, identifiers: list[Identifier | int | None]
                       ) -> list[Recipient]:
         template = audience.template
         rule, _ = self.rules.rule_for(template.trigger, template.campaign)
         out: list[Recipient] = []
         graph = self.graph
         for identifier in identifiers:
-            node = graph.node_of(tx, identifier) if identifier is not None else None
-            if node is None:
-                audience.suppressed += 1
-                audience.by_reason[ReasonCode.UNKNOWN_IDENTIFIER] += 1
-                continue
-            root = graph.root_of(tx, node)
+            if isinstance(identifier, int):  # a segment member's root
+                root = identifier
+                identifier = graph.node_info(tx, root).identifier
+            else:
+                node = graph.node_of(tx, identifier) if identifier is not None else None
+                if node is None:
+                    audience.suppressed += 1
+                    audience.by_reason[ReasonCode.UNKNOWN_IDENTIFIER] += 1
+                    continue
+                root = graph.root_of(tx, node)
             if root in audience.seen:
                 audience.duplicates += 1
                 continue
@@ -184,6 +198,42 @@ class Triggers:
             out.append(Recipient(decision.person_id, decision.address, decision.verdict,
                                  decision.next_allowed_ms))
         return out
+
+    # -- segments ----------------------------------------------------------
+
+    def use_segments(self, segments: Segmentation) -> None:
+        """Wire saved segments: rules' exclusion segments and audience segments."""
+        self.segments = segments
+        self.suppression.in_segment = self._in_segment
+
+    def _evaluated(self, name: str, as_of_ms: int):
+        """Members (bool per root) of a saved segment as of a minute, reused for SEGMENT_TTL s."""
+        key = (name, as_of_ms // 60_000)
+        cached = self._segment_cache.get(key)
+        now = time.monotonic()
+        if cached is None or cached[0] < now:
+            assert self.segments is not None
+            members = self.segments.evaluate(Target(name=name), as_of_ms).members
+            cached = (now + SEGMENT_TTL, members)
+            if len(self._segment_cache) > 1024:
+                self._segment_cache.clear()
+            self._segment_cache[key] = cached
+        return cached[1]
+
+    def _in_segment(self, tx, name: str, root: int, as_of_ms: int) -> bool:
+        try:
+            members = self._evaluated(name, as_of_ms)
+        except NotFound:
+            return False  # a rule naming a segment not saved (yet) excludes no one
+        return root < len(members) and bool(members[root])
+
+    def _members(self, name: str, as_of_ms: int, path: str) -> list[int]:
+        assert self.segments is not None
+        try:
+            members = self.segments.evaluate(Target(name=name), as_of_ms).members
+        except NotFound:
+            raise InvalidArgument.field(path, f"no saved segment named {name!r}") from None
+        return [int(r) for r in np.flatnonzero(members)]
 
     # -- rules -------------------------------------------------------------
 
