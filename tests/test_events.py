@@ -227,3 +227,15 @@ def test_pos_purchase_with_a_blocklisted_card_is_recorded_by_the_phone(client: I
     assert reply.recorded
     events = client.get_profile("phone:+14155550155").events
     assert [(e.event_id, e.identifier.value) for e in events] == [("pos:T-5", "+14155550155")]
+
+
+def test_stream_stops_at_a_batch_refused_inside_its_transaction(client: IdentityClient):
+    """A blocklisted identifier is found only while writing; later batches stay unwritten."""
+    batches = [[view(f"a{b}", "device_id:d1", T0 + b)] for b in range(3)]
+    batches.append([view("bad", "loyalty_card:0000 0000", T0)])
+    batches += [[view(f"z{b}", "device_id:d1", T0 + 100 + b)] for b in range(20)]
+    with pytest.raises(grpc.RpcError) as caught:
+        client.track_stream(batches)
+    assert violations(caught.value) == ["batch[3].events[0].identifier"]
+    events = client.get_profile("device_id:d1").events
+    assert [e.event_id for e in events] == ["a2", "a1", "a0"]

@@ -30,42 +30,56 @@ _UUID_MARK = 0xFF
 _HEX = frozenset("0123456789abcdef")
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL = [_varint(i) for i in range(1 << 14)]  # two-byte varints, precomputed
+_MONEY: dict[float, bytes] = {}  # prices repeat: amount -> its encoding
+
+
+def _v(value: int) -> bytes:
+    return _SMALL[value] if value < 16384 else _varint(value)
+
+
+def _money(value: float) -> bytes:
+    code = _MONEY.get(value)
+    if code is None:
+        cents = round(value * 100)
+        code = _varint(cents << 1) if cents / 100 == value else b"\x01" + _F64.pack(value)
+        if len(_MONEY) > 100_000:
+            _MONEY.clear()
+        _MONEY[value] = code
+    return code
+
+
+def _text(text: str) -> bytes:
+    data = text.encode()
+    return _v(len(data)) + data
+
+
 class _Writer:
+    """Encoder for the rarer payloads; products and orders take the inlined fast path."""
+
     __slots__ = ("out", "intern")
 
-    def __init__(self, intern: Intern):
-        self.out = bytearray()
+    def __init__(self, out: bytearray, intern: Intern):
+        self.out = out
         self.intern = intern
 
     def uint(self, value: int) -> None:
-        out = self.out
-        while value > 0x7F:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
+        self.out += _v(value)
 
     def sid(self, text: str) -> None:
-        self.uint(self.intern(text) if text else 0)
+        self.out += _v(self.intern(text))
 
     def text(self, text: str) -> None:
-        data = text.encode()
-        self.uint(len(data))
-        self.out += data
-
-    def money(self, value: float) -> None:
-        cents = round(value * 100)
-        if cents / 100 == value:
-            self.uint(cents << 1)
-        else:
-            self.out.append(1)
-            self.out += _F64.pack(value)
-
-    def product(self, p: Product) -> None:
-        self.sid(p.product_id)
-        self.sid(p.category)
-        self.sid(p.brand)
-        self.money(p.price)
-        self.uint(p.quantity)
+        self.out += _text(text)
 
 
 class _Reader:
@@ -125,31 +139,37 @@ def _uuid_text(raw: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _product(p: Product, intern: Intern) -> bytes:
+    return b"".join((_v(intern(p.product_id)), _v(intern(p.category)), _v(intern(p.brand)),
+                     _money(p.price), _v(p.quantity)))
+
+
 def encode(event_id: str, kind: EventType, channel: int, source: str, payload: Payload,
            intern: Intern) -> bytes:
-    """The record of one event; ``intern`` maps repeated strings to ids."""
-    w = _Writer(intern)
-    w.out.append(kind)
-    w.out.append(channel)
-    w.sid(source)
+    """The record of one event; ``intern`` maps repeated strings to ids ("" to 0)."""
+    out = bytearray((kind, channel))
+    out += _v(intern(source))
     raw = _uuid_bytes(event_id)
     if raw is not None:
-        w.out.append(_UUID_MARK)
-        w.out += raw
+        out.append(_UUID_MARK)
+        out += raw
     else:
-        w.text(event_id)  # ids are at most 128 bytes, so a varint length is < 0xFF
+        out += _text(event_id)  # ids are at most 128 bytes, so the first byte is < 0xFF
     p = payload
     if type(p) is Product:
-        w.product(p)
-    elif type(p) is Order:
-        w.text(p.order_id)
-        w.uint(len(p.lines))
+        out += _product(p, intern)
+        return bytes(out)
+    if type(p) is Order:
+        out += _text(p.order_id)
+        out += _v(len(p.lines))
         for line in p.lines:
-            w.product(line)
-        w.money(p.total)
+            out += _product(line, intern)
+        out += _money(p.total)
         for text in (p.currency, p.store, p.cuisine, p.restaurant, p.meal_type, p.delivery_city):
-            w.sid(text)
-    elif type(p) is OrderCancelled:
+            out += _v(intern(text))
+        return bytes(out)
+    w = _Writer(out, intern)
+    if type(p) is OrderCancelled:
         w.text(p.order_id)
         w.text(p.reason)
     elif type(p) is Search:
@@ -168,16 +188,16 @@ def encode(event_id: str, kind: EventType, channel: int, source: str, payload: P
         for key, value in p.properties:
             w.sid(key)
             if isinstance(value, bool):
-                w.out.append(3)
-                w.out.append(int(value))
+                out.append(3)
+                out.append(int(value))
             elif isinstance(value, int):
-                w.out.append(2)
+                out.append(2)
                 w.uint((value << 1) ^ (value >> 63))  # zigzag
             elif isinstance(value, float):
-                w.out.append(1)
-                w.out += _F64.pack(value)
+                out.append(1)
+                out += _F64.pack(value)
             else:
-                w.out.append(0)
+                out.append(0)
                 w.text(value)
     else:
         a: Attributes = p  # type: ignore[assignment]
@@ -190,7 +210,7 @@ def encode(event_id: str, kind: EventType, channel: int, source: str, payload: P
         w.uint(len(a.consents))
         for channel_number, granted in a.consents:
             w.uint(channel_number << 1 | int(granted))
-    return bytes(w.out)
+    return bytes(out)
 
 
 def decode_head(data: bytes) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """The event store: events kept against the node that did them, idempotent by event id.
 
     events      node u32 | ~time ms u64 | ~seq u32  ->  compact record (identity.event_codec)
-    event_ids   blake2b-128(event id)               ->  events key
+    event_ids   blake2b-96(event id)                ->  empty (existence is the answer)
     attributes  node u32                            ->  latest stated value per attribute
 
 Time and sequence are stored inverted (``~x``: all bits flipped), so a forward scan
@@ -47,8 +47,11 @@ CONSENT_SLOT = 16  # + channel number
 ValidEvent = tuple[Event, Identifier, int]
 
 
+DIGEST_SIZE = 12  # 96 bits: a collision among 10^9 event ids has odds below 10^-10
+
+
 def event_digest(event_id: str) -> bytes:
-    return hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+    return hashlib.blake2b(event_id.encode(), digest_size=DIGEST_SIZE).digest()
 
 
 class EventStore:
@@ -75,37 +78,46 @@ class EventStore:
                ) -> tuple[int, int]:
         """Store every event not stored before; returns (stored, duplicates)."""
         raw = tx.get("meta", _NEXT_SEQ)
-        seq = _SEQ.unpack(raw)[0] if raw else 1
-        strings, orders = self.strings, self.orders
-        intern = strings._ids.get
-        get, put = tx.get, tx.put
+        first = seq = _SEQ.unpack(raw)[0] if raw else 1
+        strings = self.strings
+        known = strings._ids.get
+        get = tx.get
+        blake2b = hashlib.blake2b
+        key_of = _KEY.pack
+        side_effects = self._side_effects
 
         def sid(text: str) -> int:
-            found = intern(text)
+            found = known(text)
             return found if found is not None else strings.intern(tx, text)
 
         nodes: dict[Identifier, int] = {}
+        digests: set[bytes] = set()
+        records: list[tuple[bytes, bytes]] = []
+        index_items: list[tuple[bytes, bytes]] = []
         rows: list[tuple] = []
-        stored = duplicates = 0
         for index, (event, identifier, time_ms) in enumerate(batch):
-            digest = hashlib.blake2b(event.event_id.encode(), digest_size=16).digest()
-            if get("event_ids", digest) is not None:
-                duplicates += 1
+            digest = blake2b(event.event_id.encode(), digest_size=DIGEST_SIZE).digest()
+            if digest in digests or get("event_ids", digest) is not None:
                 continue
+            digests.add(digest)
             node = nodes.get(identifier)
             if node is None:
                 node = nodes[identifier] = self._node(tx, identifier, event.source, time_ms,
                                                       f"{path}[{index}].identifier")
-            key = _KEY.pack(node, _INV64 - time_ms, _INV32 - (seq & _INV32))
-            kind, payload, channel = event.type, event.payload, event.channel
-            put("events", key, encode(event.event_id, kind, channel, event.source, payload, sid))
-            put("event_ids", digest, key)
-            stored += 1
-            self._side_effects(tx, node, time_ms, seq, event, sid, rows)
+            key = key_of(node, _INV64 - time_ms, _INV32 - (seq & _INV32))
+            records.append((key, encode(event.event_id, event.type, event.channel, event.source,
+                                        event.payload, sid)))
+            index_items.append((digest, b""))
+            side_effects(tx, node, time_ms, seq, event, sid, rows)
             seq += 1
-        tx.put("meta", _NEXT_SEQ, _SEQ.pack(seq))
-        self.columns.append(tx, rows)
-        return stored, duplicates
+        if records:
+            records.sort()
+            index_items.sort()
+            tx.put_many("events", records)
+            tx.put_many("event_ids", index_items)
+            tx.put("meta", _NEXT_SEQ, _SEQ.pack(seq))
+            self.columns.append(tx, rows)
+        return seq - first, len(batch) - (seq - first)
 
     def _node(self, tx: WriteTxn, identifier: Identifier, source: str, time_ms: int,
               path: str) -> int:
@@ -123,7 +135,7 @@ class EventStore:
         """Column rows, order records and attribute state of one stored event."""
         kind, p, channel = event.type, event.payload, event.channel
         t = time_ms // 1000
-        if kind <= EventType.WISHLIST:
+        if kind <= 4:  # view, cart and wishlist events
             rows.append((node, t, kind, channel, 0, sid(p.product_id), sid(p.category),
                          sid(p.brand), p.price * p.quantity, min(p.quantity, 65535), 0, 0, 0))
         elif kind is EventType.ORDER:

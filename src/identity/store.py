@@ -38,7 +38,7 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "links": {},  # link seq -> the append-only link log record
     "node_links": {"dupsort": True, "dupfixed": True},  # node id -> link seqs
     "events": {},  # node u32 + inverted time ms + inverted event seq -> compact event record
-    "event_ids": {},  # blake2b-128 of the client's event id -> events key (idempotence)
+    "event_ids": {},  # blake2b-96 of the client's event id -> empty (idempotence)
     "strings": {},  # interned string -> u32 id (products, categories, brands, campaigns...)
     "string_ids": {},  # u32 id -> interned string
     "columns": {},  # block seq -> packed column block of one committed batch (segments)

@@ -7,11 +7,14 @@ so a bad event in a batch writes nothing and the error names its field. Each cal
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
 
 from identity.columns import EventColumns
-from identity.errors import FieldViolation, InvalidArgument
+from identity.errors import FieldViolation, IdentityError, InvalidArgument
 from identity.event_store import EventStore, ValidEvent
 from identity.events import Channel, Event, EventType, Order, check
 from identity.graph import IdentityGraph, now_ms
@@ -21,7 +24,10 @@ from identity.profiles import HistoryQuery, Profile, ProfileReader
 from identity.store import Store, WriteTxn
 from identity.strings import StringDictionary
 
-__all__ = ["Purchase", "PurchaseResult", "Tracking", "purchase_event_id"]
+__all__ = ["Purchase", "PurchaseResult", "StreamStopped", "Tracking", "purchase_event_id"]
+
+T = TypeVar("T")
+MAX_BATCHES_IN_FLIGHT = 8  # stream batches validated ahead of the writer
 
 # Paths of a till purchase checked as an event (".order.total") -> request fields.
 _PURCHASE_PATHS = {".event_id": "order.order_id", "[0].identifier": "loyalty_card"}
@@ -48,6 +54,45 @@ class PurchaseResult:
     event_id: str
 
 
+class _Chain:
+    """Jobs of one stream that stop at the first failure, even inside one commit group.
+
+    The writer runs jobs in submission order; a job that raised (or whose group failed
+    to commit) marks its index, and every later job raises instead of writing. A group
+    retried after the map grew runs its jobs again from the first, which clears marks
+    left by the failed attempt.
+    """
+
+    def __init__(self) -> None:
+        self.failed: int | None = None
+
+    def job(self, index: int, fn: Callable[[WriteTxn], T]) -> Callable[[WriteTxn], T]:
+        def run(tx: WriteTxn) -> T:
+            if self.failed is not None and self.failed >= index:
+                self.failed = None  # a retry of the group this mark came from
+            if self.failed is not None:
+                raise StreamStopped(f"batch {self.failed} failed; later batches were not written")
+            try:
+                return fn(tx)
+            except BaseException:
+                self.failed = index
+                raise
+
+        return run
+
+    def settled(self, index: int, future: Future) -> None:
+        if future.exception() is not None and (self.failed is None or index < self.failed):
+            self.failed = index
+
+
+class StreamStopped(IdentityError):
+    """A stream batch was not written because an earlier batch failed."""
+
+
+def _stopped_note(index: int) -> str:
+    return f"{index} earlier batches were committed; this one and later ones were not"
+
+
 def purchase_event_id(order_id: str) -> str:
     """The event id of a till purchase: a retried push carries the same one."""
     return f"pos:{order_id}"
@@ -72,6 +117,39 @@ class Tracking:
         """Store a batch atomically; returns (stored, duplicates skipped)."""
         valid = self.validate(events, path)
         return self.store.write(lambda tx: self.events.record(tx, valid, path))
+
+    def track_batches(self, batches: Iterable[Sequence[Event]], path: str = "batch"
+                      ) -> Iterator[tuple[int, int]]:
+        """Store batches in order, each atomically; yield (stored, duplicates) per batch once durable.
+
+        The next batch is validated while earlier ones wait for the writer, so batches
+        that queue up share one synced commit (each in its own nested transaction).
+        The first bad batch stops the stream: every earlier batch is committed, it and
+        every later one are not, and the error names it (``batch[4].events[17].price``).
+        """
+        chain = _Chain()
+        pending: deque[tuple[int, Future]] = deque()
+
+        def settle(index: int, future: Future) -> tuple[int, int]:
+            try:
+                return future.result()
+            except InvalidArgument as exc:
+                raise exc.under(f"{path}[{index}]", _stopped_note(index)) from None
+
+        for index, events in enumerate(batches):
+            try:
+                valid = self.validate(events)
+            except InvalidArgument as exc:
+                while pending:
+                    yield settle(*pending.popleft())
+                raise exc.under(f"{path}[{index}]", _stopped_note(index)) from None
+            job = chain.job(index, lambda tx, valid=valid: self.events.record(tx, valid))
+            pending.append((index, self.store.submit(job)))
+            pending[-1][1].add_done_callback(lambda f, index=index: chain.settled(index, f))
+            while pending and (pending[0][1].done() or len(pending) > MAX_BATCHES_IN_FLIGHT):
+                yield settle(*pending.popleft())
+        while pending:
+            yield settle(*pending.popleft())
 
     def validate(self, events: Sequence[Event], path: str = "events") -> list[ValidEvent]:
         now = now_ms()

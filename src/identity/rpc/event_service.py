@@ -9,7 +9,6 @@ from __future__ import annotations
 import grpc
 
 from identity.app import App
-from identity.errors import InvalidArgument
 from identity.events import (
     Ad, Attributes, Custom, Event, EventType, Message, Order, OrderCancelled, Payload, Product,
     Search, StoredEvent,
@@ -166,12 +165,8 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     @translate_errors
     def TrackStream(self, request_iterator, context):  # noqa: N802
         batches = stored = duplicates = 0
-        for message in request_iterator:
-            try:
-                done, skipped = self.tracking.track([event_of(m) for m in message.events])
-            except InvalidArgument as exc:
-                note = f"{batches} earlier batches were committed; this one and later ones were not"
-                raise exc.under(f"batch[{batches}]", note) from None
+        converted = ([event_of(m) for m in message.events] for message in request_iterator)
+        for done, skipped in self.tracking.track_batches(converted):
             batches += 1
             stored += done
             duplicates += skipped

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Benchmark of events and profiles over real gRPC, with synced (durable) commits.
+
+Measures, in one run:
+
+- events/s through ``TrackStream`` with ``--batch`` events per message (a seeded mix of
+  60% views, 10% cart adds, 15% searches, 5% orders with two lines, 10% message events
+  by ``--identifiers`` identifiers, each seen once in an untimed warm-up stream so the
+  timed one measures events rather than new persons), each repetition over a fresh
+  server and data folder;
+- beside it, the raw LMDB rate of the same writes: two synced puts per event (a 16-byte
+  event key with a 24-byte value, a 12-byte digest with an empty value), one commit per batch;
+- ``GetProfile`` latency (median, p99) for a person with ``--profile-events`` events
+  across 5 identifiers, first page of 50, beside ``Resolve`` of the same person;
+- bytes per stored event: pages of every events sub-database (LMDB ``stat``) / events.
+
+The server runs in a subprocess so client and server do not share a GIL; requests are
+serialised before timing starts. Figures are medians of ``--repeat`` repetitions.
+
+    .venv/bin/python scripts/bench_events.py                      # 200k events x 3
+    .venv/bin/python scripts/bench_events.py --events 1000000 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import lmdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from identity.v1 import events_pb2 as ev  # noqa: E402
+from identity.v1 import common_pb2, identity_pb2  # noqa: E402
+
+STREAM = "/identity.v1.EventService/TrackStream"
+TRACK = "/identity.v1.EventService/Track"
+PROFILE = "/identity.v1.EventService/GetProfile"
+RESOLVE = "/identity.v1.IdentityService/Resolve"
+LINK = "/identity.v1.IdentityService/Link"
+T0 = 1_760_000_000_000
+EVENT_DBS = ("events", "event_ids", "columns", "strings", "string_ids", "orders", "order_ids",
+             "node_orders", "attributes")
+CATEGORIES = [f"Home/Kitchen/{c}" for c in ("Kettles", "Toasters", "Pans", "Knives", "Mugs")] + [
+    f"Garden/{c}" for c in ("Hoses", "Seeds", "Tools")]
+BRANDS = ("Bosch", "Tefal", "Smeg", "Russell Hobbs", "Philips", "Fiskars")
+
+
+def make_event(rng: random.Random, n: int, who: common_pb2.Identifier, prefix: str) -> ev.Event:
+    e = ev.Event(event_id=f"{prefix}-{n}", identifier=who, source="web",
+                 channel=ev.EVENT_CHANNEL_WEB)
+    e.time.FromMilliseconds(T0 + n * 37)
+    product = dict(product_id=f"P{rng.randrange(5000)}", category=rng.choice(CATEGORIES),
+                   brand=rng.choice(BRANDS), price=round(rng.uniform(2, 200), 2))
+    r = rng.random()
+    if r < 0.60:
+        e.view.CopyFrom(ev.ProductEvent(**product))
+    elif r < 0.70:
+        e.add_to_cart.CopyFrom(ev.ProductEvent(**product, quantity=rng.randint(1, 3)))
+    elif r < 0.85:
+        e.search.phrase = rng.choice(("kettle", "electric kettle", "toaster", "garden hose"))
+        e.search.results_count = rng.randrange(100)
+    elif r < 0.90:
+        e.order.CopyFrom(ev.OrderEvent(
+            order_id=f"{prefix}-O{n}", currency="EUR",
+            lines=[ev.OrderLine(**product, quantity=1),
+                   ev.OrderLine(product_id="P1", category=CATEGORIES[0], brand="Bosch", price=30)]))
+    else:
+        e.channel = ev.EVENT_CHANNEL_EMAIL
+        e.message.action = rng.randint(1, 4)
+        e.message.campaign = rng.choice(("spring", "summer", "black-friday"))
+    return e
+
+
+def people(identifiers: int) -> list[common_pb2.Identifier]:
+    return [common_pb2.Identifier(kind=6 if i % 2 else 2,
+                                  value=f"dev-{i:08x}" if i % 2 else f"user{i}@example.com")
+            for i in range(identifiers)]
+
+
+def warm_up_messages(identifiers: int, batch: int) -> list[bytes]:
+    """One search per identifier, so the timed stream measures events, not new identifiers."""
+    events = []
+    for n, who in enumerate(people(identifiers)):
+        e = ev.Event(event_id=f"warm-{n}", identifier=who, source="web",
+                     search=ev.SearchEvent(phrase="kettle"))
+        e.time.FromMilliseconds(T0 - 1000)
+        events.append(e)
+    return [ev.TrackStreamRequest(events=events[i : i + batch]).SerializeToString()
+            for i in range(0, len(events), batch)]
+
+
+def stream_messages(count: int, batch: int, identifiers: int, seed: int, prefix: str
+                    ) -> list[bytes]:
+    rng = random.Random(seed)
+    people_ = people(identifiers)
+    messages = []
+    for start in range(0, count, batch):
+        events = [make_event(rng, n, rng.choice(people_), prefix)
+                  for n in range(start, min(count, start + batch))]
+        messages.append(ev.TrackStreamRequest(events=events).SerializeToString())
+    return messages
+
+
+# -- server in a subprocess --------------------------------------------------
+
+
+def serve_main(data: Path) -> None:
+    from identity.app import App
+    from identity.config import Settings
+    from identity.server import create_server
+
+    app = App.open(Settings.load(env={}, data_dir=data, map_size="4GiB"))
+    server, port = create_server(app, "127.0.0.1:0", max_workers=8)
+    server.start()
+    print(f"PORT {port}", flush=True)
+    sys.stdin.read()
+    server.stop(None).wait()
+    app.close()
+
+
+class Server:
+    def __init__(self, data: Path):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{line.split()[1]}", options=[
+            ("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+# -- measurements ------------------------------------------------------------
+
+
+def lmdb_event_puts_per_second(folder: Path, count: int, batch: int) -> float:
+    """The same durable writes without the service: 2 puts per event, a commit per batch."""
+    env = lmdb.open(str(folder), map_size=4 << 30, max_dbs=4, sync=True, metasync=True)
+    events, ids = env.open_db(b"events"), env.open_db(b"event_ids")
+    rng = random.Random(2)
+    value = b"v" * 24  # about the size of a view event record
+    start = time.perf_counter()
+    for first in range(0, count, batch):
+        with env.begin(write=True) as txn:
+            for n in range(first, min(count, first + batch)):
+                key = rng.getrandbits(32).to_bytes(4, "big") + n.to_bytes(12, "big")
+                txn.put(key, value, db=events)
+                txn.put(rng.getrandbits(96).to_bytes(12, "big"), b"", db=ids)
+    rate = count / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def stream(channel: grpc.Channel, messages: list[bytes]) -> tuple[float, ev.TrackStreamResponse]:
+    call = channel.stream_unary(STREAM, request_serializer=None,
+                                response_deserializer=ev.TrackStreamResponse.FromString)
+    start = time.perf_counter()
+    reply = call(iter(messages))
+    return time.perf_counter() - start, reply
+
+
+def event_bytes(data: Path) -> dict[str, int]:
+    env = lmdb.open(str(data), readonly=True, lock=False, max_dbs=64)
+    sizes = {}
+    with env.begin() as txn:
+        for name in EVENT_DBS:
+            stat = txn.stat(env.open_db(name.encode(), txn=txn, create=False))
+            pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+            sizes[name] = pages * stat["psize"]
+    env.close()
+    return sizes
+
+
+def profile_latency(channel: grpc.Channel, events: int, calls: int) -> tuple[list[float], list[float]]:
+    ids = [common_pb2.Identifier(kind=k, value=v) for k, v in (
+        (1, "C-BENCH"), (2, "bench@example.com"), (3, "+14155550199"), (4, "40001234567"),
+        (6, "dev-bench"))]
+    link = channel.unary_unary(LINK, request_serializer=None,
+                               response_deserializer=identity_pb2.LinkResponse.FromString)
+    link(identity_pb2.LinkRequest(identifiers=ids, source="bench").SerializeToString())
+    rng = random.Random(3)
+    track = channel.unary_unary(TRACK, request_serializer=None,
+                                response_deserializer=ev.TrackResponse.FromString)
+    batch = [make_event(rng, n, ids[n % 5], "profile") for n in range(events)]
+    for first in range(0, events, 500):
+        track(ev.TrackRequest(events=batch[first : first + 500]).SerializeToString())
+    get = channel.unary_unary(PROFILE, request_serializer=None,
+                              response_deserializer=ev.GetProfileResponse.FromString)
+    resolve = channel.unary_unary(RESOLVE, request_serializer=None,
+                                  response_deserializer=identity_pb2.ResolveResponse.FromString)
+    profile_request = ev.GetProfileRequest(identifier=ids[3]).SerializeToString()
+    resolve_request = identity_pb2.ResolveRequest(identifier=ids[3]).SerializeToString()
+    reply = get(profile_request)
+    assert len(reply.events) == 50 and len(reply.person.identifiers) == 5
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(calls):
+        for method, request, out in ((get, profile_request, timings[0]),
+                                     (resolve, resolve_request, timings[1])):
+            start = time.perf_counter()
+            method(request)
+            out.append((time.perf_counter() - start) * 1000)
+    return timings
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(args: argparse.Namespace) -> None:
+    print(f"events={args.events} batch={args.batch} identifiers={args.identifiers} "
+          f"repeat={args.repeat} (server in a subprocess, synced commits)")
+    work = Path(tempfile.mkdtemp(prefix="bench-events-"))
+    try:
+        rates, raw_rates, sizes, stored = [], [], [], 0
+        for rep in range(args.repeat):
+            messages = stream_messages(args.events, args.batch, args.identifiers, rep, f"r{rep}")
+            data = work / f"data{rep}"
+            server = Server(data)
+            try:
+                _, warm = stream(server.channel, warm_up_messages(args.identifiers, args.batch))
+                seconds, reply = stream(server.channel, messages)
+            finally:
+                server.stop()
+            stored = warm.stored + reply.stored
+            rates.append(reply.stored / seconds)
+            sizes.append(event_bytes(data))
+            raw_rates.append(lmdb_event_puts_per_second(work / f"raw{rep}", args.events,
+                                                        args.batch))
+            print(f"  rep {rep}: TrackStream {rates[-1]:,.0f} events/s; "
+                  f"raw LMDB {raw_rates[-1]:,.0f} events/s", flush=True)
+            shutil.rmtree(data)
+            shutil.rmtree(work / f"raw{rep}")
+        rate, raw = statistics.median(rates), statistics.median(raw_rates)
+        print(f"TrackStream: {rate:,.0f} events/s durable (median of {args.repeat}); "
+              f"raw LMDB same puts: {raw:,.0f} events/s; ratio {rate / raw:.2f}")
+        last = sizes[-1]
+        total = sum(last.values())
+        print(f"bytes per stored event: {total / stored:.1f} "
+              f"({', '.join(f'{k} {v / stored:.1f}' for k, v in last.items() if v)})")
+
+        server = Server(work / "profile")
+        try:
+            profile, resolve = profile_latency(server.channel, args.profile_events, args.calls)
+        finally:
+            server.stop()
+        print(f"GetProfile ({args.profile_events} events, 5 identifiers, page of 50), "
+              f"{args.calls} calls: median {statistics.median(profile):.2f} ms, "
+              f"p99 {pct(profile, 0.99):.2f} ms; Resolve of the same person: median "
+              f"{statistics.median(resolve):.2f} ms, p99 {pct(resolve, 0.99):.2f} ms")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--identifiers", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile-events", type=int, default=1000)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_main(args.serve)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
