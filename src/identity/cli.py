@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 
 from identity.app import App
 from identity.audit_cli import add_audit_parser
+from identity.segment_cli import add_segment_parser
 from identity.client import IdentityClient
 from identity.config import Settings
 
@@ -91,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     resolve.add_argument("--person-id", help="resolve a person id instead (current or retired)")
     resolve.set_defaults(run=_resolve)
     add_audit_parser(sub)
+    add_segment_parser(sub)
     return top
 
 

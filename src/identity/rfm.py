@@ -15,9 +15,9 @@ they do, the first listed wins.
 Quintile scores (1-5, 5 best) are computed over the persons with at least one order
 as of the query time. The value is -days since the last order for R, the orders
 count for F and the total spent for M. A person's score is
-``1 + floor(5 * below / n)``, where ``below`` is the number of those ``n`` persons
-with a strictly worse value: equal values always get equal scores, the best value
-is scored 5 unless every person ties, and ties can leave a score unused.
+``ceil(5 * at_or_below / n)``, where ``at_or_below`` is the number of those ``n``
+persons whose value is not better: equal values always get equal scores, the best
+value always scores 5, and ties can leave lower scores unused.
 """
 
 from __future__ import annotations
@@ -112,6 +112,6 @@ def quintile_scores(values: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     n = len(pool)
     if n == 0:
         return scores
-    below = np.searchsorted(pool, values[eligible], side="left")
-    scores[eligible] = 1 + (5 * below) // n
+    at_or_below = np.searchsorted(pool, values[eligible], side="right")
+    scores[eligible] = -((-5 * at_or_below) // n)  # ceil
     return scores

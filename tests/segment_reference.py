@@ -1,0 +1,185 @@
+"""A plain reference evaluator for segment trees: one person at a time, obviously correct.
+
+It knows nothing of columns, interned strings or numpy: it walks a list of plain
+event dicts per person, with dates from ``zoneinfo``. The fast engine must agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from identity.rfm import DEFAULT_MATRIX
+
+TYPE_ACTIONS = {"view": ("view", 0), "add_to_cart": ("add_to_cart", 0), "order": ("order", 0),
+                "search": ("search", 0), "ad_click": ("ad", 2), "message_opened": ("message", 3)}
+
+
+@dataclass
+class World:
+    """Persons (sets of identifiers) and events: dicts with id, who, type, time (s) and fields."""
+
+    persons: list[set[str]]
+    events: list[dict]
+    tags: list[dict] = field(default_factory=list)  # who, tag, value, time (s), cleared
+    zone: str = "UTC"
+
+
+def _day(t: int, zone: str) -> date:
+    return datetime.fromtimestamp(t, ZoneInfo(zone)).date()
+
+
+def _in_window(t: int, w: dict, as_of: int, zone: str) -> bool:
+    if t > as_of:
+        return False
+    day, today = _day(t, zone), _day(as_of, zone)
+    if "from_date" in w and day < date.fromisoformat(w["from_date"]):
+        return False
+    if "to_date" in w and day > date.fromisoformat(w["to_date"]):
+        return False
+    if "from_days_ago" in w and day < today - timedelta(days=w["from_days_ago"]):
+        return False
+    if "to_days_ago" in w and day > today - timedelta(days=w["to_days_ago"]):
+        return False
+    return True
+
+
+def _holds(value: float, rng: dict) -> bool:
+    return ("min" not in rng or value >= rng["min"]) and ("max" not in rng or value <= rng["max"])
+
+
+class Reference:
+    def __init__(self, world: World, as_of: int):
+        self.world, self.as_of, self.zone = world, as_of, world.zone
+        cancelled = {e["order_id"] for e in world.events
+                     if e["type"] == "order_cancelled" and e["time"] <= as_of}
+        self.cancelled = cancelled
+
+    def events_of(self, person: set[str]) -> list[dict]:
+        return [e for e in self.world.events if e["who"] in person and e["time"] <= self.as_of]
+
+    def orders_of(self, person: set[str]) -> dict[str, dict]:
+        """Distinct order ids, not cancelled: id -> (latest time, amount)."""
+        orders: dict[str, dict] = {}
+        for e in self.events_of(person):
+            if e["type"] == "order" and e["order_id"] not in self.cancelled:
+                seen = orders.get(e["order_id"])
+                if seen is None or e["time"] > seen["time"]:
+                    orders[e["order_id"]] = e
+        return orders
+
+    def matches(self, tree: dict, person: set[str]) -> bool:
+        (key, body), = tree.items()
+        if key == "all":
+            return all(self.matches(c, person) for c in body)
+        if key == "any":
+            return any(self.matches(c, person) for c in body)
+        if key == "none":
+            return not any(self.matches(c, person) for c in body)
+        return getattr(self, "_" + key)(body, person)
+
+    def _event(self, body: dict, person: set[str]) -> bool:
+        f = body["filter"]
+        kind, action = TYPE_ACTIONS[f["type"]]
+        window = body.get("window", {})
+        hits = []
+        for e in self.events_of(person):
+            if e["type"] != kind or (action and e.get("action") != action):
+                continue
+            if not _in_window(e["time"], window, self.as_of, self.zone):
+                continue
+            if "category" in f:
+                want = f["category"].lower()
+                cats = [c.lower() for c in _categories(e)]
+                if not any(c == want or c.startswith(want + "/") for c in cats):
+                    continue
+            if "product_ids" in f and not set(f["product_ids"]) & set(_products(e)):
+                continue
+            if "search" in f:
+                phrase = "".join(e.get("phrase", "").lower().split())
+                s = f["search"]
+                if "equals" in s and phrase != "".join(s["equals"].lower().split()):
+                    continue
+                if "contains" in s and "".join(s["contains"].lower().split()) not in phrase:
+                    continue
+            if "channel" in f and e.get("channel") != f["channel"]:
+                continue
+            if kind == "order" and e["order_id"] in self.cancelled:
+                continue
+            hits.append(e)
+        if kind == "order":
+            count = len({e["order_id"] for e in hits})
+        else:
+            count = len({e["id"] for e in hits})
+        if body.get("not_happened"):
+            return count == 0
+        return _holds(count, body.get("count", {"min": 1}))
+
+    def _abandoned(self, body: dict, person: set[str]) -> bool:
+        window = body.get("window", {})
+        kinds = {"add_to_cart"} if body.get("cart_only") else {"view", "add_to_cart"}
+        last_look: dict[str, int] = {}
+        for e in self.events_of(person):
+            if e["type"] in kinds and _in_window(e["time"], window, self.as_of, self.zone):
+                last_look[e["product"]] = max(last_look.get(e["product"], -1), e["time"])
+        left = 0
+        for product, looked in last_look.items():
+            bought = any(product in _products(o) and o["time"] >= looked
+                         for o in self.orders_of(person).values())
+            left += not bought
+        return _holds(left, body.get("count", {"min": 1}))
+
+    def _aggregates(self, person: set[str]) -> dict[str, float | None]:
+        orders = self.orders_of(person)
+        today = _day(self.as_of, self.zone)
+        events = self.events_of(person)
+        total = sum(o["amount"] for o in orders.values())
+        last = max((o["time"] for o in orders.values()), default=None)
+        seen = max((e["time"] for e in events), default=None)
+        return {
+            "orders_count": len(orders), "total_spent": total,
+            "average_check": total / len(orders) if orders else None,
+            "days_since_last_order": (today - _day(last, self.zone)).days if last else None,
+            "days_since_last_activity": (today - _day(seen, self.zone)).days if seen else None,
+        }
+
+    def _aggregate(self, body: dict, person: set[str]) -> bool:
+        value = self._aggregates(person)[body["name"]]
+        return value is not None and _holds(value, body["range"])
+
+    def cell(self, person: set[str]) -> str:
+        a = self._aggregates(person)
+        if not a["orders_count"]:
+            return ""
+        return DEFAULT_MATRIX.cell_of(int(a["orders_count"]), int(a["days_since_last_order"]))
+
+    def _cohort(self, body: dict, person: set[str]) -> bool:
+        cell = self.cell(person)
+        return bool(cell) and cell in body["cells"]
+
+    def _reachable(self, body: dict, person: set[str]) -> bool:
+        return any(who.split(":", 1)[0] == body["kind"] for who in person)
+
+    def _tag(self, body: dict, person: set[str]) -> bool:
+        settings = [t for t in self.world.tags if t["who"] in person and t["time"] <= self.as_of
+                    and t["tag"] == body["name"]]
+        latest = max(settings, key=lambda t: t["time"], default=None)
+        has = latest is not None and not latest["cleared"] and (
+            "value" not in body or latest["value"] == body["value"])
+        return not has if body.get("absent") else has
+
+    def count(self, tree: dict) -> int:
+        return sum(self.matches(tree, person) for person in self.world.persons)
+
+
+def _products(e: dict) -> list[str]:
+    if e["type"] == "order":
+        return [line["product"] for line in e["lines"]]
+    return [e["product"]] if e.get("product") else []
+
+
+def _categories(e: dict) -> list[str]:
+    if e["type"] == "order":
+        return [line["category"] for line in e["lines"]]
+    return [e["category"]] if e.get("category") else []

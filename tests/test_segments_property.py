@@ -1,0 +1,140 @@
+"""The fast engine agrees with the plain reference evaluator on random worlds and trees."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timezone
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from identity.app import App
+from identity.client import IdentityClient
+from identity.config import Settings
+from identity.server import create_server
+from segment_reference import Reference, World
+from segment_world import load_world
+
+AS_OF = int(datetime(2026, 3, 30, 12, tzinfo=timezone.utc).timestamp())  # just after a DST change
+ZONE = "Europe/Berlin"
+CATEGORIES = ["Electronics/TV", "Electronics/Cameras", "Home/Kitchen", "Electronics"]
+PRODUCTS = ["p1", "p2", "p3", "p4"]
+
+
+@st.composite
+def worlds(draw) -> World:
+    size = draw(st.integers(1, 6))
+    persons = []
+    for p in range(size):
+        ids = [f"email:u{p}@example.com"]
+        if draw(st.booleans()):
+            ids.append(f"phone:+4477009001{p:02d}")
+        persons.append(set(ids))
+    if size > 1 and draw(st.booleans()):  # a link joins two of them
+        a, b = draw(st.lists(st.integers(0, size - 1), min_size=2, max_size=2, unique=True))
+        persons[a] |= persons[b]
+        persons = [p for i, p in enumerate(persons) if i != b]
+    everyone = sorted(who for p in persons for who in p)
+    events, orders = [], []
+    for i in range(draw(st.integers(0, 25))):
+        kind = draw(st.sampled_from(["view", "add_to_cart", "order", "search", "cancel"]))
+        e = {"id": f"e{i}", "who": draw(st.sampled_from(everyone)),
+             "time": AS_OF - 86400 * draw(st.one_of(st.integers(-1, 4), st.integers(0, 130)))
+             + draw(st.sampled_from([-12 * 3600 - 1, -12 * 3600, -3600, 0, 11 * 3600 + 59])),
+             "channel": draw(st.sampled_from(["web", "app"]))}
+        if kind in ("view", "add_to_cart"):
+            e.update(type=kind, product=draw(st.sampled_from(PRODUCTS)),
+                     category=draw(st.sampled_from(CATEGORIES)), amount=5.0)
+        elif kind == "order":
+            lines = [{"product": draw(st.sampled_from(PRODUCTS)),
+                      "category": draw(st.sampled_from(CATEGORIES)), "price": 10.0}
+                     for _ in range(draw(st.integers(1, 2)))]
+            e.update(type="order", order_id=f"o{i}", lines=lines,
+                     amount=float(draw(st.integers(1, 300))))
+            orders.append(e["order_id"])
+        elif kind == "search":
+            e.update(type="search", phrase=draw(st.sampled_from(["Red shoes", "red  SHOES x",
+                                                                 "tv"])))
+        elif orders:
+            e.update(type="order_cancelled", order_id=draw(st.sampled_from(orders)))
+        else:
+            continue
+        events.append(e)
+    tags = [{"who": draw(st.sampled_from(everyone)), "tag": "vip",
+             "value": draw(st.sampled_from(["gold", "silver"])), "time": AS_OF - 1000 * j,
+             "cleared": draw(st.booleans())} for j in range(draw(st.integers(0, 3)))]
+    return World(persons, events, tags, ZONE)
+
+
+windows = st.one_of(
+    st.just({}),
+    st.tuples(st.integers(0, 4), st.integers(0, 4)).map(
+        lambda t: {"from_days_ago": max(t), "to_days_ago": min(t)}),
+    st.tuples(st.integers(0, 120), st.integers(0, 120)).map(
+        lambda t: {"from_days_ago": max(t), "to_days_ago": min(t)}),
+    st.just({"from_date": "2026-03-29", "to_date": "2026-03-30"}),
+    st.just({"from_days_ago": 1}),
+)
+counts = st.one_of(st.just(None), st.tuples(st.integers(0, 3), st.integers(0, 3)).map(
+    lambda t: {"min": min(t), "max": max(t)}))
+
+
+@st.composite
+def event_leaves(draw) -> dict:
+    kind = draw(st.sampled_from(["view", "add_to_cart", "order", "search"]))
+    f: dict = {"type": kind}
+    if kind != "search" and draw(st.booleans()):
+        f["category"] = draw(st.sampled_from(["electronics", "Electronics/TV", "home"]))
+    if kind != "search" and draw(st.booleans()):
+        f["product_ids"] = [draw(st.sampled_from(PRODUCTS))]
+    if kind == "search":
+        f["search"] = draw(st.sampled_from([{"equals": "redshoes"}, {"contains": "Red Sho"}]))
+    if draw(st.booleans()):
+        f["channel"] = draw(st.sampled_from(["web", "app"]))
+    body: dict = {"filter": f, "window": draw(windows)}
+    if draw(st.booleans()):
+        body["not_happened"] = True
+    else:
+        count = draw(counts)
+        if count is not None:
+            body["count"] = count
+    return {"event": body}
+
+
+leaves = st.one_of(
+    event_leaves(),
+    st.builds(lambda w, c: {"abandoned": {"window": w, "cart_only": c}}, windows, st.booleans()),
+    st.builds(lambda n, lo: {"aggregate": {"name": n, "range": {"min": lo}}},
+              st.sampled_from(["orders_count", "total_spent", "days_since_last_order",
+                               "days_since_last_activity", "average_check"]),
+              st.integers(0, 60)),
+    st.builds(lambda cells: {"cohort": {"cells": cells}},
+              st.lists(st.sampled_from(["Newcomers", "Promising", "Loyal", "Drifting",
+                                        "Sleeping", "At risk", "Lost"]), min_size=1, max_size=3)),
+    st.builds(lambda k: {"reachable": {"kind": k}}, st.sampled_from(["email", "phone"])),
+    st.builds(lambda v, a: {"tag": {"name": "vip", **({"absent": True} if a else
+                                                      ({"value": v} if v else {}))}},
+              st.sampled_from(["", "gold"]), st.booleans()),
+)
+trees = st.recursive(leaves, lambda kids: st.builds(
+    lambda op, children: {op: children}, st.sampled_from(["all", "any", "none"]),
+    st.lists(kids, min_size=1, max_size=3)), max_leaves=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(world=worlds(), queries=st.lists(trees, min_size=1, max_size=6))
+def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries: list[dict]):
+    with tempfile.TemporaryDirectory() as data:
+        app = App.open(Settings.load(env={}, data_dir=data, map_size="64MiB", time_zone=ZONE))
+        server, port = create_server(app, "127.0.0.1:0", max_workers=4)
+        server.start()
+        try:
+            with IdentityClient(f"127.0.0.1:{port}") as client:
+                load_world(client, world.persons, world.events, world.tags)
+                reference = Reference(world, AS_OF)
+                for tree in queries:
+                    got = client.count_segment(tree, as_of=AS_OF * 1000).count
+                    assert got == reference.count(tree), tree
+        finally:
+            server.stop(None).wait()
+            app.close()
