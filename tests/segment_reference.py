@@ -55,9 +55,13 @@ class Reference:
         cancelled = {e["order_id"] for e in world.events
                      if e["type"] == "order_cancelled" and e["time"] <= as_of}
         self.cancelled = cancelled
+        self.by_who: dict[str, list[dict]] = {}
+        for e in world.events:
+            self.by_who.setdefault(e["who"], []).append(e)
 
     def events_of(self, person: set[str]) -> list[dict]:
-        return [e for e in self.world.events if e["who"] in person and e["time"] <= self.as_of]
+        return [e for who in sorted(person) for e in self.by_who.get(who, [])
+                if e["time"] <= self.as_of]
 
     def orders_of(self, person: set[str]) -> dict[str, dict]:
         """Distinct order ids, not cancelled: id -> (latest time, amount)."""
@@ -157,6 +161,10 @@ class Reference:
     def _cohort(self, body: dict, person: set[str]) -> bool:
         cell = self.cell(person)
         return bool(cell) and cell in body["cells"]
+
+    def _attribute(self, body: dict, person: set[str]) -> bool:
+        """Worlds here state no attributes: every one is missing."""
+        return body.get("exists") is False
 
     def _reachable(self, body: dict, person: set[str]) -> bool:
         return any(who.split(":", 1)[0] == body["kind"] for who in person)
