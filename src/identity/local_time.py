@@ -3,9 +3,10 @@
 "No pushes 22:00-09:00" and "at most 2 a day" mean the person's evening and the
 person's day, not the server's: a send at 23:30 UTC is fine in Singapore and rude
 in London. Everything here is plain ``zoneinfo`` arithmetic on UTC milliseconds,
-so a daylight-saving change shortens or lengthens that day and a quiet window
-ending at a local time that does not exist (a spring-forward gap) ends at the
-first instant after the gap.
+so a daylight-saving change shortens or lengthens that day, and a quiet window
+ending at a local time that does not exist (a spring-forward gap) is read with
+the offset from before the change: 01:30 in a 01:00-02:00 gap ends at 02:30
+summer time, never before the gap.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = ["Period", "QuietWindow", "period_bounds", "quiet_until", "zone", "DAY
 
 DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
+_QUARTER_HOUR = 900_000
 _CLOCK = re.compile(r"^\s*([01]?\d|2[0-4]):([0-5]\d)\s*-\s*([01]?\d|2[0-4]):([0-5]\d)\s*$")
 
 
@@ -87,18 +89,27 @@ def _local(ms: int, tz: ZoneInfo) -> datetime:
 
 
 def _ms_at(day: date, minute: int, tz: ZoneInfo) -> int:
-    """UTC ms of local ``day`` at ``minute`` after midnight; a time in a DST gap moves forward."""
+    """UTC ms of local ``day`` at ``minute`` after midnight; a time in a DST gap moves forward
+    by the gap's length."""
     naive = datetime.combine(day, time()) + timedelta(minutes=minute)
     aware = naive.replace(tzinfo=tz)
     # In a gap, fold=0 reads the wall time with the offset from before the change, which
-    # lands after the gap once converted; round-tripping makes that explicit.
+    # lands after the gap once converted to UTC.
     instant = aware.astimezone(UTC)
     return int(instant.timestamp() * 1000)
 
 
-@lru_cache(maxsize=4096)  # an audience asks with one `now` for every person
 def quiet_until(now_ms: int, tz: ZoneInfo, window: QuietWindow) -> int | None:
     """When the quiet window around ``now_ms`` ends (UTC ms), or None when not inside one."""
+    until = _quiet_until_minute(now_ms // 60_000, tz, window)
+    if until is None:
+        return None
+    return until if until > now_ms else now_ms + 60_000
+
+
+@lru_cache(maxsize=4096)  # window edges are whole minutes: one answer per minute and zone
+def _quiet_until_minute(minute_of_epoch: int, tz: ZoneInfo, window: QuietWindow) -> int | None:
+    now_ms = minute_of_epoch * 60_000
     local = _local(now_ms, tz)
     minute = local.hour * 60 + local.minute
     if not window.contains(minute):
@@ -106,11 +117,9 @@ def quiet_until(now_ms: int, tz: ZoneInfo, window: QuietWindow) -> int | None:
     end_day = local.date()
     if window.start > window.end and minute >= window.start:
         end_day += timedelta(days=1)  # evening part of a window that ends tomorrow morning
-    until = _ms_at(end_day, window.end, tz)
-    return until if until > now_ms else now_ms + 60_000
+    return _ms_at(end_day, window.end, tz)
 
 
-@lru_cache(maxsize=4096)
 def period_bounds(now_ms: int, tz: ZoneInfo, period: Period, rolling: bool) -> tuple[int, int]:
     """The window ``[start, end)`` in UTC ms that holds ``now_ms``.
 
@@ -119,7 +128,12 @@ def period_bounds(now_ms: int, tz: ZoneInfo, period: Period, rolling: bool) -> t
     """
     if rolling:
         return now_ms - period.ms + 1, now_ms + 1
-    today = _local(now_ms, tz).date()
+    return _calendar_bounds(now_ms // _QUARTER_HOUR, tz, period)
+
+
+@lru_cache(maxsize=4096)  # local midnights fall on quarter hours of UTC in every zone
+def _calendar_bounds(quarter: int, tz: ZoneInfo, period: Period) -> tuple[int, int]:
+    today = _local(quarter * _QUARTER_HOUR, tz).date()
     if period is Period.DAY:
         first, days = today, 1
     else:

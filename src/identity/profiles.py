@@ -117,6 +117,11 @@ class ProfileReader:
         return Profile(person, attributes, consents, self._aggregates(tx, nodes), page,
                        position.hex())
 
+    def attributes(self, tx: Txn, nodes: dict[int, Identifier]
+                   ) -> tuple[dict[str, str], dict[int, bool]]:
+        """The person's attributes (latest value wins) and consents per channel, alone."""
+        return self._attributes(tx, nodes)
+
     def _attributes(self, tx: Txn, nodes: dict[int, Identifier]
                     ) -> tuple[dict[str, str], dict[int, bool]]:
         latest: dict[int, tuple[int, int, str]] = {}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from identity.event_store import CONSENT_SLOT, EventStore
-from identity.events import Channel, EventType, MessageAction
+from identity.events import Channel, EventType, MessageAction, StoredEvent
 from identity.graph import IdentityGraph, NodeInfo
 from identity.identifiers import Identifier, Kind
 from identity.local_time import period_bounds, quiet_until, zone
@@ -41,6 +41,7 @@ __all__ = ["Decision", "Reason", "ReasonCode", "SendOutcome", "SendReport", "Sup
 
 ADDRESS_KIND = {Channel.EMAIL: Kind.EMAIL, Channel.SMS: Kind.PHONE, Channel.PUSH: Kind.DEVICE_ID}
 _ALL = 1 << 30  # history page size meaning "every matching event"
+_MESSAGES = frozenset({EventType.MESSAGE})
 
 
 class Verdict(IntEnum):
@@ -211,17 +212,19 @@ class Suppression:
         """The decision for the person rooted at ``root`` and the node of its address."""
         infos = [self.graph.node_info(tx, n) for n in self.graph.members(tx, root)]
         nodes = {i.node: i.identifier for i in infos}
-        attributes, consents = self.profiles._attributes(tx, nodes)
+        attributes, consents = self.profiles.attributes(tx, nodes)
         tz_name = attributes.get("time_zone") or self.rules.shop_time_zone
         try:
             tz = zone(tz_name)
         except ValueError:
             tz_name = self.rules.shop_time_zone
             tz = zone(tz_name)
+        # one newest-first pass over the person's message events serves consent and caps
+        messages, _ = self.events.history(tx, nodes, types=_MESSAGES, limit=_ALL)
         reasons: list[Reason] = []
         reasons += self._purchases(tx, nodes, check, rule)
         if not rule.transactional:
-            reasons += self._consent(tx, nodes, consents, check.channel, rule)
+            reasons += self._consent(tx, nodes, consents, messages, check.channel, rule)
         address = _address(infos, check.channel)
         if address is None:
             reasons.append(Reason(ReasonCode.UNREACHABLE,
@@ -231,7 +234,7 @@ class Suppression:
             if self.in_segment is not None and self.in_segment(tx, name, root, check.now_ms):
                 reasons.append(Reason(ReasonCode.EXCLUDED_SEGMENT, f"in segment {name!r}",
                                       attributes=(("segment", name),)))
-        reasons += self._history(tx, nodes, check, rule, tz)
+        reasons += self._history(tx, nodes, messages, check, rule, tz)
         window = rule.quiet_window(check.channel)
         quiet = quiet_until(check.now_ms, tz, window) if window else None
         if quiet is not None:
@@ -282,18 +285,19 @@ class Suppression:
         return reasons
 
     def _consent(self, tx: Txn, nodes: dict[int, Identifier], consents: dict[int, bool],
-                 channel: Channel, rule: TriggerRule) -> list[Reason]:
+                 messages: list[StoredEvent], channel: Channel, rule: TriggerRule
+                 ) -> list[Reason]:
         label = channel.name.lower()
         if consents.get(int(channel)) is False:
             return [Reason(ReasonCode.OPTED_OUT, f"withdrew consent to {label}")]
-        stated = [self.events.node_attributes(tx, n).get(CONSENT_SLOT + int(channel))
-                  for n in nodes]
-        granted_ms = max((s[0] for s in stated if s is not None), default=None)
-        messages, _ = self.events.history(tx, nodes, types=frozenset({EventType.MESSAGE}),
-                                          since_ms=granted_ms, limit=_ALL)
-        for event in messages:
-            if (event.payload.action == MessageAction.UNSUBSCRIBED and event.channel == channel
-                    and (granted_ms is None or event.time_ms >= granted_ms)):
+        unsubscribed = [e for e in messages if e.channel == channel
+                        and e.payload.action == MessageAction.UNSUBSCRIBED]
+        if unsubscribed:  # newest first; it counts unless consent was granted after it
+            event = unsubscribed[0]
+            stated = [self.events.node_attributes(tx, n).get(CONSENT_SLOT + int(channel))
+                      for n in nodes]
+            granted_ms = max((s[0] for s in stated if s is not None), default=None)
+            if granted_ms is None or event.time_ms >= granted_ms:
                 return [Reason(ReasonCode.OPTED_OUT,
                                f"unsubscribed from {label} at {_iso(event.time_ms)}",
                                attributes=(("campaign", event.payload.campaign),))]
@@ -301,8 +305,8 @@ class Suppression:
             return [Reason(ReasonCode.NO_CONSENT, f"no consent to {label} on record")]
         return []
 
-    def _history(self, tx: Txn, nodes: dict[int, Identifier], check: TriggerCheck,
-                 rule: TriggerRule, tz) -> list[Reason]:
+    def _history(self, tx: Txn, nodes: dict[int, Identifier], messages: list[StoredEvent],
+                 check: TriggerCheck, rule: TriggerRule, tz) -> list[Reason]:
         """Dedupe and caps, over the send log and message events of every identifier."""
         now = check.now_ms
         caps = [] if rule.transactional else [
@@ -310,7 +314,7 @@ class Suppression:
             and (c.scope is CapScope.CHANNEL or check.campaign)]
         bounds = [period_bounds(now, tz, c.period, c.rolling) for c in caps]
         horizon = min([b[0] for b in bounds] + [now - rule.dedupe_window_ms])
-        sent = self._sent(tx, nodes, horizon)
+        sent = self._sent(tx, nodes, messages, horizon)
         reasons = []
         if rule.dedupe_window_ms and check.trigger:
             subject = check.subject
@@ -346,12 +350,13 @@ class Suppression:
                  ("period", cap.period.label), ("rolling", str(cap.rolling).lower()))))
         return reasons
 
-    def _sent(self, tx: Txn, nodes: dict[int, Identifier], since_ms: int) -> list[_Sent]:
+    def _sent(self, tx: Txn, nodes: dict[int, Identifier], messages: list[StoredEvent],
+              since_ms: int) -> list[_Sent]:
         sent = [_Sent(s.time_ms, s.channel, s.campaign, s.subject, s.transactional)
                 for s in self.sends.recent(tx, nodes, since_ms)]
-        messages, _ = self.events.history(tx, nodes, types=frozenset({EventType.MESSAGE}),
-                                          since_ms=since_ms, limit=_ALL)
         for event in messages:
+            if event.time_ms < since_ms:
+                break  # newest first: the rest are older still
             if event.payload.action != MessageAction.SENT:
                 continue
             if self.sends.remembered(tx, event.event_id) is not None:
