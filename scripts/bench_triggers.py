@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Benchmark of trigger decisions over real gRPC: CheckTrigger and FilterAudience.
+
+A seeded world of ``--persons`` persons (customer id, e-mail, one or two push
+devices; one in five has an order of the product the trigger is about, one in
+ten a recorded push) is loaded into a server in a subprocess over a fresh LMDB
+folder with synced commits. Then, in the same run:
+
+- a trivial unary gRPC echo (a generic handler on the same server): calls/s, p99;
+- ``CheckTrigger`` without reservation (one read snapshot per call): calls/s, p99;
+- ``CheckTrigger`` with ``reserve=true`` (one write transaction per call, group
+  committed): calls/s, p99;
+- ``FilterAudience`` over every person's device id, batches of ``--batch``: persons/s.
+
+Unary figures use ``--threads`` and then ``--many`` client threads on one
+channel for ``--seconds`` each, requests serialised before timing (a reserving
+check groups its commit with the checks running beside it, so concurrency
+matters); every figure is the median of ``--repeat`` repetitions on the same
+world, and each ratio is the median of per-repetition ratios to the echo
+measured just before it.
+
+    .venv/bin/python scripts/bench_triggers.py                   # 100k persons
+    .venv/bin/python scripts/bench_triggers.py --persons 1000000  # the 1M world
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from identity.rpc.convert import timestamp_of  # noqa: E402
+from identity.v1 import common_pb2, events_pb2, identity_pb2, triggers_pb2  # noqa: E402
+
+ECHO = "/bench.v1.Echo/Echo"
+CHECK = "/identity.v1.TriggerService/CheckTrigger"
+NOON = 1_780_488_000_000  # 2026-06-03 12:00 UTC: outside the default quiet hours
+CID, EMAIL, DEVICE = 1, 2, 6
+
+
+def ident(kind: int, value: str) -> common_pb2.Identifier:
+    return common_pb2.Identifier(kind=kind, value=value)
+
+
+class World:
+    """Links, events and requests of a seeded world, serialised up front."""
+
+    def __init__(self, persons: int, seed: int, batch: int):
+        rng = random.Random(seed)
+        self.persons = persons
+        links, events = [], []
+        for i in range(persons):
+            ids = [ident(CID, f"C{i}"), ident(EMAIL, f"p{i}@example.com"),
+                   ident(DEVICE, f"dev-{i}-a")]
+            if rng.random() < 0.3:
+                ids.append(ident(DEVICE, f"dev-{i}-b"))
+            links.append(identity_pb2.LinkRequest(identifiers=ids, source="app"))
+            if i % 5 == 0:
+                order = events_pb2.OrderEvent(order_id=f"O{i}", lines=[events_pb2.OrderLine(
+                    product_id=f"K-{i % 50}", category="Home/Kitchen/Kettles", price=39.0)])
+                e = events_pb2.Event(event_id=f"o{i}", identifier=ident(CID, f"C{i}"),
+                                     channel=events_pb2.EVENT_CHANNEL_WEB, order=order)
+                e.time.FromMilliseconds(NOON - 3_600_000)
+                events.append(e)
+            if i % 10 == 0:
+                e = events_pb2.Event(
+                    event_id=f"m{i}", identifier=ident(DEVICE, f"dev-{i}-a"),
+                    channel=events_pb2.EVENT_CHANNEL_PUSH, message=events_pb2.MessageEvent(
+                        action=events_pb2.MESSAGE_ACTION_SENT, campaign="earlier"))
+                e.time.FromMilliseconds(NOON - 7_200_000)
+                events.append(e)
+        self.link_batches = [identity_pb2.LinkStreamRequest(links=links[s : s + batch])
+                             for s in range(0, len(links), batch)]
+        self.event_batches = [events_pb2.TrackStreamRequest(events=events[s : s + batch])
+                              for s in range(0, len(events), batch)]
+        self.events = len(events)
+        picks = [rng.randrange(persons) for _ in range(50_000)]
+        self.checks = [self._check(i, reserve=False) for i in picks]
+        self.reserving = [self._check(i, reserve=True, key=f"bench/{n}")
+                          for n, i in enumerate(picks)]
+        self.echo = self.checks[0]
+        self.batch = batch
+
+    @staticmethod
+    def _check(i: int, reserve: bool, key: str = "") -> bytes:
+        return triggers_pb2.CheckTriggerRequest(
+            identifier=ident(DEVICE, f"dev-{i}-a"), trigger=triggers_pb2.TRIGGER_KIND_ABANDONED_CART,
+            product_ids=[f"K-{i % 50}"], channel=events_pb2.EVENT_CHANNEL_PUSH, campaign="bench",
+            now=timestamp_of(NOON), event_time=timestamp_of(NOON - 4 * 3_600_000),
+            reserve=reserve, idempotency_key=key).SerializeToString()
+
+    def audience(self, run: int):
+        settings = triggers_pb2.AudienceSettings(
+            trigger=triggers_pb2.TRIGGER_KIND_PRICE_DROP, product_ids=["K-5"],
+            channel=events_pb2.EVENT_CHANNEL_PUSH, campaign=f"audience-{run}",
+            now=timestamp_of(NOON))
+        first = True
+        for start in range(0, self.persons, self.batch):
+            message = triggers_pb2.FilterAudienceRequest(identifiers=[
+                ident(DEVICE, f"dev-{i}-a") for i in range(start, min(start + self.batch,
+                                                                       self.persons))])
+            if first:
+                message.settings.CopyFrom(settings)
+                first = False
+            yield message
+
+
+def serve_main(data: Path, workers: int) -> None:
+    """Subprocess mode: print the port, serve until stdin closes."""
+    from identity.app import App
+    from identity.config import Settings
+    from identity.server import create_server
+
+    app = App.open(Settings.load(env={}, data_dir=data, map_size="2GiB"))
+    server, port = create_server(app, "127.0.0.1:0", max_workers=workers)
+    echo = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bench.v1.Echo", {"Echo": echo}),))
+    server.start()
+    print(f"PORT {port}", flush=True)
+    sys.stdin.read()
+    server.stop(None).wait()
+    app.close()
+
+
+def unary(channel: grpc.Channel, method: str, requests: list[bytes], threads: int,
+          seconds: float, offset: list[int]) -> tuple[float, float]:
+    """Calls/s and p99 latency (ms) from ``threads`` threads sharing one channel."""
+    call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    lock = threading.Lock()
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    stop = time.perf_counter() + seconds
+
+    def worker(t: int) -> None:
+        mine = latencies[t]
+        while time.perf_counter() < stop:
+            with lock:
+                i = offset[0]
+                offset[0] += 1
+            began = time.perf_counter()
+            call(requests[i % len(requests)], timeout=30)
+            mine.append(time.perf_counter() - began)
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    start = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    every = sorted(x for mine in latencies for x in mine)
+    return len(every) / elapsed, every[int(0.99 * (len(every) - 1))] * 1000
+
+
+def run(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    world = World(args.persons, args.seed, args.batch)
+    print(f"world: {args.persons:,} persons, {world.events:,} events "
+          f"(built in {time.perf_counter() - t0:.1f}s); server in a subprocess; "
+          f"{os.cpu_count()} cores; {args.threads} client threads; sync on")
+    folder = Path(tempfile.mkdtemp(prefix="bench-triggers-", dir=args.tmp))
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(folder / "data"),
+                             "--workers", str(args.workers)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline().split()[1])
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20)])
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub_link = channel.stream_unary("/identity.v1.IdentityService/LinkStream",
+                                         request_serializer=identity_pb2.LinkStreamRequest
+                                         .SerializeToString, response_deserializer=None)
+        stub_track = channel.stream_unary("/identity.v1.EventService/TrackStream",
+                                          request_serializer=events_pb2.TrackStreamRequest
+                                          .SerializeToString, response_deserializer=None)
+        t0 = time.perf_counter()
+        stub_link(iter(world.link_batches))
+        stub_track(iter(world.event_batches))
+        print(f"loaded in {time.perf_counter() - t0:.1f}s\n")
+        audience = channel.stream_stream(
+            "/identity.v1.TriggerService/FilterAudience",
+            request_serializer=triggers_pb2.FilterAudienceRequest.SerializeToString,
+            response_deserializer=triggers_pb2.FilterAudienceResponse.FromString)
+        results: dict[str, list[float]] = {}
+        offset = [0]
+        for rep in range(args.repeat):
+            for threads in (args.threads, args.many):
+                for name, method, requests in (("echo", ECHO, [world.echo]),
+                                               ("check", CHECK, world.checks),
+                                               ("reserve", CHECK, world.reserving)):
+                    rate, p99 = unary(channel, method, requests, threads, args.seconds,
+                                      offset if name == "reserve" else [0])
+                    results.setdefault(f"{name}{threads}_rate", []).append(rate)
+                    results.setdefault(f"{name}{threads}_p99", []).append(p99)
+                    if name != "echo":  # ratio to the echo measured just before, this rep
+                        echo = results[f"echo{threads}_rate"][-1]
+                        results.setdefault(f"{name}{threads}_ratio", []).append(rate / echo)
+            began = time.perf_counter()
+            replies = list(audience(world.audience(rep)))
+            rate = world.persons / (time.perf_counter() - began)
+            results.setdefault("audience", []).append(rate)
+            summary = replies[-1].summary
+            print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.2f}" for k, v in results.items())
+                  + f"; audience sent {summary.send:,}, suppressed {summary.suppressed:,}")
+        channel.close()
+    finally:
+        proc.stdin.close()
+        proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\nmedians of {args.repeat} (ratios: median of each repetition's ratio to its echo):")
+    for threads in (args.threads, args.many):
+        print(f"  echo, {threads:>2} threads              {med[f'echo{threads}_rate']:>9,.0f} "
+              f"calls/s   p99 {med[f'echo{threads}_p99']:6.2f} ms")
+        for name, label in (("check", "CheckTrigger"), ("reserve", "CheckTrigger reserve")):
+            rate, ratio = med[f"{name}{threads}_rate"], med[f"{name}{threads}_ratio"]
+            print(f"  {label + ',':<21} {threads:>2} threads {rate:>9,.0f} calls/s   p99 "
+                  f"{med[f'{name}{threads}_p99']:6.2f} ms   {ratio:.2f}x echo   floor 0.50 "
+                  f"{'met' if ratio >= 0.5 else 'NOT MET'}")
+    print(f"  FilterAudience                     {med['audience']:>9,.0f} persons/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--persons", type=int, default=100_000, help="persons in the world")
+    parser.add_argument("--batch", type=int, default=1000, help="items per stream message")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians reported)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each unary run")
+    parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument("--many", type=int, default=16,
+                        help="client threads of the second, more concurrent round")
+    parser.add_argument("--workers", type=int, default=16, help="server thread pool size")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--tmp", default=None, help="folder for the temporary LMDB data")
+    parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_main(Path(args.serve), args.workers)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
