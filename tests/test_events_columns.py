@@ -135,3 +135,19 @@ def test_stream_chain_stops_after_a_failed_job_in_the_same_commit_group(store: S
         futures[2].result()
     with store.read() as tx:
         assert tx.get("meta", b"k0") == b"1" and tx.get("meta", b"k2") is None
+
+
+def test_compaction_merges_small_blocks_and_keeps_row_order(tmp_path: Path):
+    path = tmp_path / "data"
+    with Store(path, map_size=1 << 24) as store:
+        columns = EventColumns()
+        for i in range(10):
+            store.write(lambda tx, i=i: columns.append(tx, [_row(i, i, 1)] * 3))
+        removed = store.write(lambda tx: columns.compact(tx, target_rows=12))
+        assert removed == 10 - 3  # runs of 4, 4 and 2 blocks
+        with store.read() as tx:
+            assert tx.count("columns") == 3
+            loaded = EventColumns()
+            assert loaded.load(tx) == 30
+        assert loaded.snapshot().node.tolist() == [i for i in range(10) for _ in range(3)]
+        assert store.write(lambda tx: columns.compact(tx, target_rows=12)) == 0

@@ -37,6 +37,8 @@ Events per person in a window: ``np.bincount(person_of_node[node[mask]])``.
 
 Block layout (little-endian): ``b"EVC1"``, u32 row count, then each column's values
 in schema order. Keys are u64 big-endian block numbers, so blocks load in commit order.
+``compact`` merges runs of small blocks (a unary ``Track`` writes one per call); the
+service runs it at start-up when small blocks have piled up, before ``load``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 ROW_DTYPE = np.dtype(list(COLUMNS))
 ORDER_LINE = 100
+COMPACT_ROWS = 1 << 16
 
 _MAGIC = b"EVC1"
 _HEAD = struct.Struct("<4sI")
@@ -153,6 +156,38 @@ class EventColumns:
         with self._lock:
             self._buffers, self._size = buffers, total
         return total
+
+    def compact(self, tx: WriteTxn, target_rows: int = COMPACT_ROWS) -> int:
+        """Merge runs of small consecutive blocks into blocks of up to ``target_rows`` rows.
+
+        Unary ``Track`` calls append a block per call; merging keeps start-up at a few
+        ``np.frombuffer`` calls per block however the events arrived. Row order is kept
+        (a merged block takes the key of its first block). Returns blocks removed.
+        """
+        runs: list[list[bytes]] = [[]]
+        rows = 0
+        for key, data in tx.items("columns"):
+            count = _HEAD.unpack_from(data)[1]
+            if runs[-1] and rows + count > target_rows:
+                runs.append([])
+                rows = 0
+            runs[-1].append(key)
+            rows += count
+        removed = 0
+        for run in runs:
+            if len(run) < 2:
+                continue
+            merged: dict[str, list[np.ndarray]] = {name: [] for name in _DTYPES}
+            for key in run:
+                for name, array in unpack_block(tx.get("columns", key)).items():
+                    merged[name].append(array)
+            joined = [np.concatenate(merged[name]) for name in _DTYPES]
+            block = _HEAD.pack(_MAGIC, len(joined[0])) + b"".join(a.tobytes() for a in joined)
+            for key in run[1:]:
+                tx.delete("columns", key)
+            tx.put("columns", run[0], block)
+            removed += len(run) - 1
+        return removed
 
     def append(self, tx: WriteTxn, rows: Sequence[tuple]) -> None:
         """Store ``rows`` as one block in ``tx``; they join the arrays once ``tx`` commits."""

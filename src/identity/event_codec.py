@@ -21,7 +21,7 @@ from identity.events import (
     Ad, Attributes, Custom, EventType, Message, Order, OrderCancelled, Payload, Product, Search,
 )
 
-__all__ = ["encode", "decode", "decode_head"]
+__all__ = ["encode", "encode_product", "decode", "decode_head"]
 
 Intern = Callable[[str], int]
 TextOf = Callable[[int], str]
@@ -142,6 +142,22 @@ def _uuid_text(raw: bytes) -> str:
 def _product(p: Product, intern: Intern) -> bytes:
     return b"".join((_v(intern(p.product_id)), _v(intern(p.category)), _v(intern(p.brand)),
                      _money(p.price), _v(p.quantity)))
+
+
+_HEADS: dict[tuple[int, int, int], bytes] = {}  # (type, channel, source id) -> record head
+
+
+def encode_product(event_id: str, kind: int, channel: int, source_id: int, product_id: int,
+                   category_id: int, brand_id: int, price: float, quantity: int) -> bytes:
+    """``encode`` of a view, cart or wishlist event whose strings are already interned."""
+    head = _HEADS.get((kind, channel, source_id))
+    if head is None:
+        if len(_HEADS) > 10_000:
+            _HEADS.clear()
+        head = _HEADS[(kind, channel, source_id)] = bytes((kind, channel)) + _v(source_id)
+    raw = _uuid_bytes(event_id) if len(event_id) == 36 else None
+    return b"".join((head, b"\xff" + raw if raw is not None else _text(event_id),
+                     _v(product_id), _v(category_id), _v(brand_id), _money(price), _v(quantity)))
 
 
 def encode(event_id: str, kind: EventType, channel: int, source: str, payload: Payload,

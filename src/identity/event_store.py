@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from identity.columns import ORDER_LINE, EventColumns
 from identity.errors import InvalidArgument
-from identity.event_codec import decode, encode
+from identity.event_codec import decode, encode, encode_product
 from identity.events import Event, EventType, Order, StoredEvent
 from identity.graph import IdentityGraph, Outcome
 from identity.identifiers import Identifier
@@ -105,10 +105,23 @@ class EventStore:
                 node = nodes[identifier] = self._node(tx, identifier, event.source, time_ms,
                                                       f"{path}[{index}].identifier")
             key = key_of(node, _INV64 - time_ms, _INV32 - (seq & _INV32))
-            records.append((key, encode(event.event_id, event.type, event.channel, event.source,
-                                        event.payload, sid)))
+            kind, p = event.type, event.payload
+            if kind <= 4:  # view, cart, wishlist: the bulk of traffic, strings interned once
+                product, category, brand = known(p.product_id), known(p.category), known(p.brand)
+                source = known(event.source)
+                if product is None or category is None or brand is None or source is None:
+                    product, category, brand = sid(p.product_id), sid(p.category), sid(p.brand)
+                    source = sid(event.source)
+                records.append((key, encode_product(
+                    event.event_id, kind, event.channel, source, product, category, brand,
+                    p.price, p.quantity)))
+                rows.append((node, time_ms // 1000, kind, event.channel, 0, product, category,
+                             brand, p.price * p.quantity, min(p.quantity, 65535), 0, 0, 0))
+            else:
+                records.append((key, encode(event.event_id, kind, event.channel, event.source,
+                                            p, sid)))
+                side_effects(tx, node, time_ms, seq, event, sid, rows)
             index_items.append((digest, b""))
-            side_effects(tx, node, time_ms, seq, event, sid, rows)
             seq += 1
         if records:
             records.sort()
@@ -132,13 +145,10 @@ class EventStore:
 
     def _side_effects(self, tx: WriteTxn, node: int, time_ms: int, seq: int, event: Event,
                       sid, rows: list[tuple]) -> None:
-        """Column rows, order records and attribute state of one stored event."""
+        """Column rows, order records and attribute state of one stored non-product event."""
         kind, p, channel = event.type, event.payload, event.channel
         t = time_ms // 1000
-        if kind <= 4:  # view, cart and wishlist events
-            rows.append((node, t, kind, channel, 0, sid(p.product_id), sid(p.category),
-                         sid(p.brand), p.price * p.quantity, min(p.quantity, 65535), 0, 0, 0))
-        elif kind is EventType.ORDER:
+        if kind is EventType.ORDER:
             order: Order = p
             ref = self.orders.placed(tx, node, order, time_ms)
             cuisine = sid(order.cuisine)

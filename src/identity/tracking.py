@@ -110,6 +110,7 @@ class Tracking:
         self.orders = OrderBook(self.strings)
         self.events = EventStore(graph, self.strings, self.columns, self.orders)
         self.profiles = ProfileReader(graph, self.events, self.orders, self.strings)
+        store.write(self.columns.compact)  # before load: merge blocks of unary calls
         with store.read() as tx:
             self.events.load(tx)
 
@@ -154,12 +155,14 @@ class Tracking:
     def validate(self, events: Sequence[Event], path: str = "events") -> list[ValidEvent]:
         now = now_ms()
         identify = self.identify
+        seen: dict[tuple[int, str], Identifier] = {}  # identifiers repeat within a batch
         valid = []
         for i, event in enumerate(events):
-            where = f"{path}[{i}]"
-            check(event, where)
-            kind, value = event.who
-            identifier = identify(kind, value, f"{where}.identifier")
+            check(event, f"{path}[{i}]")
+            identifier = seen.get(event.who)
+            if identifier is None:
+                kind, value = event.who
+                identifier = seen[event.who] = identify(kind, value, f"{path}[{i}].identifier")
             valid.append((event, identifier, now if event.time_ms is None else event.time_ms))
         return valid
 

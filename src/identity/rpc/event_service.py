@@ -65,8 +65,12 @@ _PAYLOAD_OF = {
 def event_of(m: events_pb2.Event) -> Event:
     case = m.WhichOneof("payload")
     payload: Payload | None = _PAYLOAD_OF[case](getattr(m, case)) if case else None
-    time_ms = m.time.seconds * 1000 + m.time.nanos // 1_000_000 if m.HasField("time") else None
-    return Event(m.event_id, (m.identifier.kind, m.identifier.value), time_ms,
+    time_ms = None
+    if m.HasField("time"):
+        t = m.time
+        time_ms = t.seconds * 1000 + t.nanos // 1_000_000
+    who = m.identifier
+    return Event(m.event_id, (who.kind, who.value), time_ms,
                  _TYPES[case] if case else 0, payload, m.channel, m.source)  # type: ignore[arg-type]
 
 
