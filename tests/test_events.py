@@ -8,6 +8,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from identity.client import IdentityClient, identifier
+from identity.identifiers import Identifier, Kind
 from identity.v1 import events_pb2 as ev
 
 T0 = 1_767_000_000_000  # ms, a fixed clock for readable histories
@@ -239,3 +240,21 @@ def test_stream_stops_at_a_batch_refused_inside_its_transaction(client: Identity
     assert violations(caught.value) == ["batch[3].events[0].identifier"]
     events = client.get_profile("device_id:d1").events
     assert [e.event_id for e in events] == ["a2", "a1", "a0"]
+
+
+def test_forgotten_person_leaves_no_events_attributes_or_order_sightings(server, client):
+    who = "email:g@example.com"
+    client.track([view("v1", who, T0), event("o1", who, T0 + 1, order=order("Z-1")),
+                  event("a1", who, T0 + 2, attributes=ev.AttributesEvent(name="Greta"))])
+    with server.app.store.read() as tx:
+        n = server.app.graph.node_of(tx, Identifier(Kind.EMAIL, "g@example.com"))
+    reply = client.forget(who, actor="dpo", reason="erasure request")
+    assert reply.events == 3
+    with server.app.store.read() as tx:
+        prefix = n.to_bytes(4, "big")
+        assert not [k for k, _ in tx.items("events", prefix=prefix)]
+        assert tx.get("attributes", prefix) is None
+        assert tx.duplicates("node_orders", n.to_bytes(8, "big")) == []
+    with pytest.raises(grpc.RpcError) as caught:
+        client.get_profile(who)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND

@@ -61,6 +61,7 @@ class App:
         self.graph = IdentityGraph(self.settings.merge_rules())
         self.audit = Audit(self.store, self.graph)  # explain, split, block, forget
         self.tracking = Tracking(self.store, self.graph, self.identifier)  # events, profiles
+        self.audit.erase_events = self.tracking.events.erase  # forget erases events too
         self.triggers = Triggers(self.store, self.graph, self.tracking, self.identifier,
                                  self.settings.triggers)  # suppression, caps, audiences
         self.segments = Segmentation(self.store, self.graph, self.tracking.columns,

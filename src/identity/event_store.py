@@ -195,6 +195,24 @@ class EventStore:
             _ATTR.pack(slot, t, s, len(v.encode())) + v.encode()
             for slot, (t, s, v) in sorted(state.items())))
 
+    def erase(self, tx: WriteTxn, nodes: list[int]) -> int:
+        """Delete every event, attribute and order sighting of ``nodes`` (forget); the count.
+
+        Event id digests stay (they name nobody), so a replay of an erased event is
+        still a duplicate; column rows stay too, holding only integer ids of nodes
+        that no longer exist, which no person maps to.
+        """
+        erased = 0
+        for node in nodes:
+            prefix = _NODE.pack(node)
+            keys = [key for key, _ in tx.items("events", prefix=prefix)]
+            for key in keys:
+                tx.delete("events", key)
+            erased += len(keys)
+            tx.delete("attributes", prefix)
+            tx.delete("node_orders", _SEQ.pack(node))
+        return erased
+
     # -- reading -----------------------------------------------------------
 
     def node_attributes(self, tx: Txn, node: int) -> dict[int, tuple[int, int, str]]:
