@@ -40,6 +40,7 @@ _ATTR = struct.Struct("<BqIH")  # slot, time ms, seq, value length; value follow
 _INV64 = (1 << 64) - 1
 _INV32 = (1 << 32) - 1
 _NEXT_SEQ = b"next_event_seq"
+NODE_CACHE_SIZE = 1 << 20  # identifiers whose node the writer remembers between batches
 ATTRIBUTE_SLOTS = ("name", "birth_date", "city", "time_zone", "language", "gender")
 CONSENT_SLOT = 16  # + channel number
 
@@ -63,6 +64,8 @@ class EventStore:
         self.strings = strings
         self.columns = columns
         self.orders = orders
+        # identifier -> node of committed nodes; only the writer thread reads or writes it.
+        self._nodes: dict[Identifier, int] = {}
 
     def load(self, tx: Txn) -> None:
         """Bring the in-memory views (strings, columns) up to the stored state."""
@@ -91,6 +94,7 @@ class EventStore:
             return found if found is not None else strings.intern(tx, text)
 
         nodes: dict[Identifier, int] = {}
+        committed = self._nodes
         digests: set[bytes] = set()
         records: list[tuple[bytes, bytes]] = []
         index_items: list[tuple[bytes, bytes]] = []
@@ -100,7 +104,7 @@ class EventStore:
             if digest in digests or get("event_ids", digest) is not None:
                 continue
             digests.add(digest)
-            node = nodes.get(identifier)
+            node = nodes.get(identifier) or committed.get(identifier)
             if node is None:
                 node = nodes[identifier] = self._node(tx, identifier, event.source, time_ms,
                                                       f"{path}[{index}].identifier")
@@ -130,7 +134,14 @@ class EventStore:
             tx.put_many("event_ids", index_items)
             tx.put("meta", _NEXT_SEQ, _SEQ.pack(seq))
             self.columns.append(tx, rows)
+        if nodes:
+            tx.on_commit(lambda: self._remember(nodes))
         return seq - first, len(batch) - (seq - first)
+
+    def _remember(self, nodes: dict[Identifier, int]) -> None:
+        if len(self._nodes) > NODE_CACHE_SIZE:
+            self._nodes.clear()
+        self._nodes.update(nodes)
 
     def _node(self, tx: WriteTxn, identifier: Identifier, source: str, time_ms: int,
               path: str) -> int:
@@ -202,6 +213,7 @@ class EventStore:
         still a duplicate; column rows stay too, holding only integer ids of nodes
         that no longer exist, which no person maps to.
         """
+        self._nodes.clear()  # now, not on commit: later jobs of this group must not see them
         erased = 0
         for node in nodes:
             prefix = _NODE.pack(node)
