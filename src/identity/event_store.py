@@ -1,7 +1,7 @@
 """The event store: events kept against the node that did them, idempotent by event id.
 
     events      node u32 | ~time ms u64 | ~seq u32  ->  compact record (identity.event_codec)
-    event_ids   blake2b-96(event id)                ->  empty (existence is the answer)
+    event_ids   blake2b-96(event id)                ->  event seq u32
     attributes  node u32                            ->  latest stated value per attribute
 
 Time and sequence are stored inverted (``~x``: all bits flipped), so a forward scan
@@ -36,6 +36,7 @@ _KEY = struct.Struct(">IQI")
 _NODE = struct.Struct(">I")
 _SUFFIX = struct.Struct(">QI")
 _SEQ = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
 _ATTR = struct.Struct("<BqIH")  # slot, time ms, seq, value length; value follows
 _INV64 = (1 << 64) - 1
 _INV32 = (1 << 32) - 1
@@ -81,11 +82,9 @@ class EventStore:
                ) -> tuple[int, int]:
         """Store every event not stored before; returns (stored, duplicates)."""
         raw = tx.get("meta", _NEXT_SEQ)
-        first = seq = _SEQ.unpack(raw)[0] if raw else 1
+        first = _SEQ.unpack(raw)[0] if raw else 1
         strings = self.strings
         known = strings._ids.get
-        get = tx.get
-        blake2b = hashlib.blake2b
         key_of = _KEY.pack
         side_effects = self._side_effects
 
@@ -95,15 +94,11 @@ class EventStore:
 
         nodes: dict[Identifier, int] = {}
         committed = self._nodes
-        digests: set[bytes] = set()
+        fresh = self._claim_ids(tx, batch, first)
         records: list[tuple[bytes, bytes]] = []
-        index_items: list[tuple[bytes, bytes]] = []
         rows: list[tuple] = []
-        for index, (event, identifier, time_ms) in enumerate(batch):
-            digest = blake2b(event.event_id.encode(), digest_size=DIGEST_SIZE).digest()
-            if digest in digests or get("event_ids", digest) is not None:
-                continue
-            digests.add(digest)
+        for seq, index in fresh:
+            event, identifier, time_ms = batch[index]
             node = nodes.get(identifier) or committed.get(identifier)
             if node is None:
                 node = nodes[identifier] = self._node(tx, identifier, event.source, time_ms,
@@ -125,18 +120,35 @@ class EventStore:
                 records.append((key, encode(event.event_id, kind, event.channel, event.source,
                                             p, sid)))
                 side_effects(tx, node, time_ms, seq, event, sid, rows)
-            index_items.append((digest, b""))
-            seq += 1
         if records:
             records.sort()
-            index_items.sort()
             tx.put_many("events", records)
-            tx.put_many("event_ids", index_items)
-            tx.put("meta", _NEXT_SEQ, _SEQ.pack(seq))
+            tx.put("meta", _NEXT_SEQ, _SEQ.pack(fresh[-1][0] + 1))
             self.columns.append(tx, rows)
         if nodes:
             tx.on_commit(lambda: self._remember(nodes))
-        return seq - first, len(batch) - (seq - first)
+        return len(records), len(batch) - len(records)
+
+    def _claim_ids(self, tx: WriteTxn, batch: Sequence[ValidEvent], first: int
+                   ) -> list[tuple[int, int]]:
+        """Index the event ids not stored before; (seq, batch index) of each new event.
+
+        One ``putmulti`` that never overwrites both checks and claims: each digest is put
+        with the event's seq, so when some already existed, those whose stored value is
+        not ours are the duplicates. Seqs of duplicates stay unused (gaps are harmless).
+        """
+        blake2b = hashlib.blake2b
+        claims: dict[bytes, tuple[int, int]] = {}
+        for index, (event, _, _) in enumerate(batch):
+            digest = blake2b(event.event_id.encode(), digest_size=DIGEST_SIZE).digest()
+            if digest not in claims:  # a repeat inside the batch is a duplicate too
+                claims[digest] = (first + len(claims), index)
+        items = sorted((digest, _U32.pack(seq & _INV32)) for digest, (seq, _) in claims.items())
+        if tx.put_many("event_ids", items, overwrite=False) == len(items):
+            return list(claims.values())
+        get = tx.get
+        return [claim for digest, claim in claims.items()
+                if get("event_ids", digest) == _U32.pack(claim[0] & _INV32)]
 
     def _remember(self, nodes: dict[Identifier, int]) -> None:
         if len(self._nodes) > NODE_CACHE_SIZE:

@@ -38,7 +38,7 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "links": {},  # link seq -> the append-only link log record
     "node_links": {"dupsort": True, "dupfixed": True},  # node id -> link seqs
     "events": {},  # node u32 + inverted time ms + inverted event seq -> compact event record
-    "event_ids": {},  # blake2b-96 of the client's event id -> empty (idempotence)
+    "event_ids": {},  # blake2b-96 of the client's event id -> event seq (idempotence)
     "strings": {},  # interned string -> u32 id (products, categories, brands, campaigns...)
     "string_ids": {},  # u32 id -> interned string
     "columns": {},  # block seq -> packed column block of one committed batch (segments)
@@ -109,8 +109,10 @@ class WriteTxn(Txn):
     def put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         return self._txn.put(key, value, db=self._dbs[db], overwrite=overwrite)
 
-    def put_many(self, db: str, items: list[tuple[bytes, bytes]]) -> None:
-        self._txn.cursor(self._dbs[db]).putmulti(items)
+    def put_many(self, db: str, items: list[tuple[bytes, bytes]], *, overwrite: bool = True
+                 ) -> int:
+        """Put ``items`` (sorted is fastest); returns how many keys were added."""
+        return self._txn.cursor(self._dbs[db]).putmulti(items, overwrite=overwrite)[1]
 
     def delete(self, db: str, key: bytes, value: bytes | None = None) -> bool:
         if value is None:
