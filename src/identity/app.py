@@ -7,6 +7,9 @@ before any write transaction starts: a rejected request writes nothing.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from identity.audit import Audit
@@ -25,6 +28,7 @@ __all__ = ["App", "LinkInput", "MAX_SOURCE_LENGTH", "MAX_IDENTIFIERS_PER_LINK"]
 MAX_SOURCE_LENGTH = 128
 MAX_REQUEST_ID_LENGTH = 128
 MAX_IDENTIFIERS_PER_LINK = 64
+MAX_BATCHES_IN_FLIGHT = 8  # stream batches validated ahead of the writer
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,39 @@ class App:
     def link_batch(self, links: list[LinkInput], field_path: str = "links") -> list[LinkResult]:
         """Validate every link, then apply all of them in one transaction."""
         valid = [self._validate(link, f"{field_path}[{i}].") for i, link in enumerate(links)]
-        return self.store.write(lambda tx: [self._apply(tx, v) for v in valid])
+        return self.store.write(lambda tx: self._apply_many(tx, valid))
+
+    def link_batches(self, batches: Iterable[list[LinkInput]], field_path: str = "links"
+                     ) -> Iterator[list[LinkResult]]:
+        """Apply batches in order, each in one transaction; yield each one's results once durable.
+
+        The next batch is validated while earlier ones wait to commit, and batches queued
+        together share a synced commit (each still all or nothing). A bad batch is raised
+        only after every earlier batch has committed; after any failure nothing later is written.
+        """
+        chain = self.store.chain()
+        pending: deque[Future] = deque()
+        for links in batches:
+            try:
+                valid = [self._validate(link, f"{field_path}[{i}].")
+                         for i, link in enumerate(links)]
+            except InvalidArgument:
+                while pending:
+                    yield pending.popleft().result()
+                raise
+            pending.append(chain.submit(lambda tx, valid=valid: self._apply_many(tx, valid)))
+            while pending and (pending[0].done() or len(pending) > MAX_BATCHES_IN_FLIGHT):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def _apply(self, tx: WriteTxn, link: _ValidLink) -> LinkResult:
         return self.graph.link(tx, link.identifiers, source=link.source,
                                observed_ms=link.observed_ms, request_id=link.request_id)
+
+    def _apply_many(self, tx: WriteTxn, links: list[_ValidLink]) -> list[LinkResult]:
+        return self.graph.link_many(
+            tx, [(v.identifiers, v.source, v.observed_ms, v.request_id) for v in links])
 
     def _validate(self, link: LinkInput, prefix: str) -> _ValidLink:
         if not link.identifiers:

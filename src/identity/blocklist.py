@@ -19,6 +19,7 @@ _EMPTY_LOOKING = (
     r"(null|\(null\)|nil|none|undefined|anonymous|unknown|n/?a|nan|-1|0+|-+|\.+|\?+|x+|"
     r"\"\"|''|empty|test|default)"
 )
+_MEMO_SIZE = 262_144
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Blocklist:
         self._compile()
 
     def _compile(self) -> None:
+        # Answers per identifier: the same values come back in every batch, and each
+        # otherwise runs every pattern. Rebuilt with the rules.
+        self._seen: dict[Identifier, str | None] = {}
         self._exact: dict[tuple[Kind | None, str], BlockRule] = {}
         self._patterns: list[tuple[BlockRule, re.Pattern[str]]] = []
         for rule in self.rules:
@@ -75,6 +79,15 @@ class Blocklist:
         self._compile()
 
     def reason(self, identifier: Identifier) -> str | None:
+        seen = self._seen
+        if identifier in seen:
+            return seen[identifier]
+        if len(seen) >= _MEMO_SIZE:
+            seen.clear()
+        answer = seen[identifier] = self._reason(identifier)
+        return answer
+
+    def _reason(self, identifier: Identifier) -> str | None:
         folded = identifier.value.casefold()
         rule = self._exact.get((identifier.kind, folded)) or self._exact.get((None, folded))
         if rule:

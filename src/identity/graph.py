@@ -17,8 +17,7 @@ import re
 import struct
 import time
 from array import array
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,9 +81,16 @@ class _Person:
     customer: int
     size: int
     counts: list[int]
+    raw: bytes = field(default=b"", repr=False, compare=False)  # as read: holds the members
 
     def pack(self) -> bytes:
         return _PERSON.pack(self.customer, self.size, *self.counts)
+
+    def stored_members(self) -> array:
+        """The member list as read with this record (before any change in this link)."""
+        nodes = array("Q")
+        nodes.frombytes(self.raw[_PERSON.size :])
+        return nodes
 
 
 def _id_key(identifier: Identifier) -> bytes:
@@ -181,6 +187,33 @@ class IdentityGraph:
         request_id: str = "",
     ) -> LinkResult:
         """Record that ``identifiers`` were seen together and merge their persons if allowed."""
+        batch = _Batch(tx, self.log)
+        result = self._link(tx, batch, identifiers, source, observed_ms, request_id)
+        self._flush(tx, batch)
+        return result
+
+    def link_many(self, tx: WriteTxn,
+                  links: Iterable[tuple[list[Identifier], str, int | None, str]]
+                  ) -> list[LinkResult]:
+        """``link`` each of ``links`` (identifiers, source, observed ms, request id), in order.
+
+        The results and the bytes written are those of one ``link`` call per link; the
+        counters are read once and the link log is written in one go.
+        """
+        batch = _Batch(tx, self.log)
+        results = [self._link(tx, batch, *link) for link in links]
+        self._flush(tx, batch)
+        return results
+
+    def _flush(self, tx: WriteTxn, batch: _Batch) -> None:
+        batch.flush(tx)
+        if batch.assignments:
+            # One call for the whole batch: each node once, with the root it ended up with.
+            final = list(dict(batch.assignments).items())
+            tx.on_commit(lambda: self._notify(final))
+
+    def _link(self, tx: WriteTxn, batch: _Batch, identifiers: list[Identifier], source: str,
+              observed_ms: int | None, request_id: str) -> LinkResult:
         observed_ms = now_ms() if observed_ms is None else observed_ms
         usable: list[Identifier] = []
         ignored: list[tuple[Identifier, str]] = []
@@ -193,8 +226,8 @@ class IdentityGraph:
         ignored_text = tuple(f"{i}\t{r}" for i, r in ignored)
 
         def record(outcome: Outcome, nodes: list[int], detail: str = "") -> int:
-            return self.log.append(tx, LinkRecord(0, observed_ms, outcome, tuple(nodes), source,
-                                                  request_id, detail, ignored_text))
+            return batch.log.append(LinkRecord(0, observed_ms, outcome, tuple(nodes), source,
+                                               request_id, detail, ignored_text))
 
         if not usable:
             detail = "every identifier is blocklisted"
@@ -204,15 +237,19 @@ class IdentityGraph:
         nodes: list[int] = []  # node of each usable identifier, 0 while new
         roots: dict[int, _Person] = {}
         node_records: dict[int, bytes] = {}
+        get = tx.get
         for identifier in usable:
-            node = self.node_of(tx, identifier)
-            nodes.append(node or 0)
-            if node:
-                raw = tx.get("nodes", _U64.pack(node))
-                node_records[node] = raw
-                root = _NODE.unpack_from(raw)[0]
-                if root not in roots:
-                    roots[root] = self._person(tx, root)
+            found = get("ids", _id_key(identifier))
+            if found is None:
+                nodes.append(0)
+                continue
+            node = _U64.unpack(found)[0]
+            nodes.append(node)
+            raw = get("nodes", found)  # the ids value is the node key
+            node_records[node] = raw
+            root = _ROOT.unpack_from(raw)[0]
+            if root not in roots:
+                roots[root] = self._person(tx, root)
         if self.replay_guard is not None and not all(nodes):
             kept = [i for i, node in enumerate(nodes)
                     if node or not self.replay_guard(tx, usable[i], observed_ms)]
@@ -227,11 +264,13 @@ class IdentityGraph:
         refusal = self._refusal(tx, roots, new)
         assignments: list[tuple[int, int]] = []
         absorbed: list[str] = []
+        person_id = ""
         if refusal:
             outcome, detail = refusal
             for i, identifier in enumerate(usable):  # still seen: each new one stands alone
                 if not nodes[i]:
-                    nodes[i] = self._create_node(tx, identifier, observed_ms, root=0)
+                    nodes[i] = batch.allocate(tx, 1)
+                    self._put_node(tx, identifier, nodes[i], nodes[i], observed_ms)
                     self._put_person(tx, nodes[i], _new_person(identifier, nodes[i]),
                                      array("Q", [nodes[i]]))
                     assignments.append((nodes[i], nodes[i]))
@@ -244,15 +283,27 @@ class IdentityGraph:
                 outcome = Outcome.ADDED if new else Outcome.ALREADY_LINKED
             else:
                 outcome = Outcome.CREATED
-            survivor, absorbed = self._union(tx, roots, usable, nodes, observed_ms, assignments)
+            survivor, absorbed = self._union(tx, batch, roots, usable, nodes, observed_ms,
+                                             assignments)
+            if roots:
+                customer = roots[survivor].customer  # merged into the survivor by _union
+            else:
+                customer = next((n for i, n in zip(usable, nodes) if i.kind is Kind.CUSTOMER_ID), 0)
+            person_id = self._person_id_of(tx, survivor, customer, usable, nodes)
 
         for node, raw in node_records.items():
-            self._touch(tx, node, raw, observed_ms)
+            root, kind, first, last = _NODE.unpack_from(raw)
+            if first <= observed_ms <= last:
+                continue
+            if absorbed and root != survivor and root in roots:  # relabelled in this link
+                root = survivor
+            tx.put("nodes", _U64.pack(node), _NODE.pack(root, kind, min(first, observed_ms),
+                                                        max(last, observed_ms)) + raw[_NODE.size :])
         seq = record(outcome, nodes, detail)
         if assignments and self.listeners:
-            tx.on_commit(lambda: self._notify(assignments))
-        return LinkResult(outcome, self.person_id(tx, survivor), detail, tuple(absorbed),
-                          tuple(ignored), seq)
+            batch.assignments += assignments
+        return LinkResult(outcome, person_id or self.person_id(tx, survivor), detail,
+                          tuple(absorbed), tuple(ignored), seq)
 
     # -- admin: whole-table reads and undoing merges -----------------------
 
@@ -317,36 +368,66 @@ class IdentityGraph:
 
     # -- internals ---------------------------------------------------------
 
+    def _person_id_of(self, tx: Txn, root: int, customer: int, usable: list[Identifier],
+                      nodes: list[int]) -> str:
+        """``person_id`` for a person whose customer node is known, reading no more than needed."""
+        if not customer:
+            return f"P{root}"
+        for identifier, node in zip(usable, nodes):
+            if node == customer:
+                return identifier.value
+        return self._value(tx, customer)
+
+    def _value(self, tx: Txn, node: int) -> str:
+        """The identifier value of ``node`` (what ``node_info`` would decode, nothing else)."""
+        raw = tx.get("nodes", _U64.pack(node))
+        if raw is None:
+            raise NotFound(f"no node {node}")
+        return bytes(raw[_NODE.size :]).decode()
+
     def _notify(self, assignments: list[tuple[int, int]]) -> None:
         for listener in self.listeners:
             listener(assignments)
 
     def _refusal(self, tx: Txn, roots: dict[int, _Person], new: list[Identifier]
                  ) -> tuple[Outcome, str] | None:
-        customers = [self.node_info(tx, p.customer).identifier.value
-                     for p in roots.values() if p.customer]
-        customers += [i.value for i in new if i.kind is Kind.CUSTOMER_ID]
-        if len(customers) > 1:
+        persons = roots.values()
+        joined = 0
+        for p in persons:
+            if p.customer:
+                joined += 1
+        for i in new:
+            if i.kind is Kind.CUSTOMER_ID:
+                joined += 1
+        if joined > 1:
+            customers = [self._value(tx, p.customer) for p in persons if p.customer]
+            customers += [i.value for i in new if i.kind is Kind.CUSTOMER_ID]
             listed = ", ".join(repr(c) for c in sorted(customers))
             return Outcome.REFUSED_CONFLICT, f"would join different customer ids: {listed}"
-        if not self.rules.kind_limits:
-            return None
-        added = Counter(i.kind for i in new)
+        if not self.rules.kind_limits or (not new and len(roots) <= 1):
+            return None  # nothing joins, so no person's count can grow
+        added: dict[Kind, int] = {}
+        for i in new:
+            added[i.kind] = added.get(i.kind, 0) + 1
+        single = len(roots) <= 1
         for kind, limit in self.rules.kind_limits.items():
-            counts = [p.counts[kind - 1] for p in roots.values()]
-            combined = sum(counts) + added[kind]
+            extra = added.get(kind, 0)
+            if single and not extra:
+                continue  # this kind's count stays what it is
+            counts = [p.counts[kind - 1] for p in persons]
+            combined = sum(counts) + extra
             if combined > limit and combined > max(counts, default=0):
                 return (Outcome.REFUSED_LIMIT,
                         f"would give a person {combined} {kind.label} identifiers (limit {limit})")
         return None
 
-    def _union(self, tx: WriteTxn, roots: dict[int, _Person], usable: list[Identifier],
-               nodes: list[int], observed_ms: int, assignments: list[tuple[int, int]]
-               ) -> tuple[int, list[str]]:
+    def _union(self, tx: WriteTxn, batch: _Batch, roots: dict[int, _Person],
+               usable: list[Identifier], nodes: list[int], observed_ms: int,
+               assignments: list[tuple[int, int]]) -> tuple[int, list[str]]:
         if roots:
             survivor = max(roots, key=lambda r: (roots[r].size, -r))
             person = roots[survivor]
-            member_list = self.members(tx, survivor)
+            member_list = person.stored_members()
         else:
             survivor = 0
             person = _Person(0, 0, [0] * len(_KINDS))
@@ -355,8 +436,8 @@ class IdentityGraph:
         for root, other in roots.items():
             if root == survivor:
                 continue
-            absorbed.append(self.person_id(tx, root))
-            moved = self.members(tx, root)
+            absorbed.append(self._value(tx, other.customer) if other.customer else f"P{root}")
+            moved = other.stored_members()
             for node in moved:
                 key = _U64.pack(node)
                 raw = tx.get("nodes", key)
@@ -367,10 +448,13 @@ class IdentityGraph:
             person.customer = person.customer or other.customer
             person.counts = [a + b for a, b in zip(person.counts, other.counts)]
             tx.delete("persons", _U64.pack(root))
-        for i, identifier in enumerate(usable):
-            if nodes[i]:
-                continue
-            nodes[i] = self._create_node(tx, identifier, observed_ms, root=survivor)
+        fresh = [i for i, node in enumerate(nodes) if not node]
+        next_node = batch.allocate(tx, len(fresh)) if fresh else 0
+        for i in fresh:
+            identifier = usable[i]
+            nodes[i] = next_node
+            next_node += 1
+            self._put_node(tx, identifier, nodes[i], survivor or nodes[i], observed_ms)
             if not survivor:
                 survivor = nodes[i]
             member_list.append(nodes[i])
@@ -383,34 +467,47 @@ class IdentityGraph:
             self._put_person(tx, survivor, person, member_list)
         return survivor, absorbed
 
-    def _create_node(self, tx: WriteTxn, identifier: Identifier, observed_ms: int, root: int
-                     ) -> int:
-        raw = tx.get("meta", _NEXT_NODE)
-        node = _U64.unpack(raw)[0] if raw else 1
-        tx.put("meta", _NEXT_NODE, _U64.pack(node + 1))
-        tx.put("ids", _id_key(identifier), _U64.pack(node))
-        record = _NODE.pack(root or node, identifier.kind, observed_ms, observed_ms)
-        tx.put("nodes", _U64.pack(node), record + identifier.value.encode())
-        return node
-
-    def _touch(self, tx: WriteTxn, node: int, raw: bytes, observed_ms: int) -> None:
-        root, kind, first, last = _NODE.unpack_from(raw)
-        if first <= observed_ms <= last:
-            return
-        current = tx.get("nodes", _U64.pack(node))  # the root may have changed in this link
-        root = _NODE.unpack_from(current)[0]
-        record = _NODE.pack(root, kind, min(first, observed_ms), max(last, observed_ms))
-        tx.put("nodes", _U64.pack(node), record + current[_NODE.size :])
+    def _put_node(self, tx: WriteTxn, identifier: Identifier, node: int, root: int,
+                  observed_ms: int) -> None:
+        key = _U64.pack(node)
+        tx.put("ids", _id_key(identifier), key)
+        record = _NODE.pack(root, identifier.kind, observed_ms, observed_ms)
+        tx.put("nodes", key, record + identifier.value.encode())
 
     def _person(self, tx: Txn, root: int) -> _Person:
         raw = tx.get("persons", _U64.pack(root))
         if raw is None:
             raise NotFound(f"no person rooted at node {root}")
         customer, size, *counts = _PERSON.unpack_from(raw)
-        return _Person(customer, size, counts)
+        return _Person(customer, size, counts, raw)
 
     def _put_person(self, tx: WriteTxn, root: int, person: _Person, member_list: array) -> None:
         tx.put("persons", _U64.pack(root), person.pack() + member_list.tobytes())
+
+
+class _Batch:
+    """What one transaction's links share (node counter, log, listener news), written last."""
+
+    __slots__ = ("log", "assignments", "_next_node")
+
+    def __init__(self, tx: Txn, log: LinkLog):
+        self.log = log.batch(tx)
+        self.assignments: list[tuple[int, int]] = []  # (node, root) for the listeners
+        self._next_node = 0  # read on first use
+
+    def allocate(self, tx: Txn, count: int) -> int:
+        """Reserve ``count`` consecutive node ids; the first of them."""
+        if not self._next_node:
+            raw = tx.get("meta", _NEXT_NODE)
+            self._next_node = _U64.unpack(raw)[0] if raw else 1
+        node = self._next_node
+        self._next_node += count
+        return node
+
+    def flush(self, tx: WriteTxn) -> None:
+        if self._next_node:
+            tx.put("meta", _NEXT_NODE, _U64.pack(self._next_node))
+        self.log.flush(tx)
 
 
 def _new_person(identifier: Identifier, node: int) -> _Person:

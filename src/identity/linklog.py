@@ -14,7 +14,7 @@ from enum import IntEnum
 
 from identity.store import Txn, WriteTxn
 
-__all__ = ["LinkLog", "LinkRecord", "Outcome"]
+__all__ = ["LinkLog", "LinkRecord", "LogBatch", "Outcome"]
 
 _HEAD = struct.Struct("<qBH")  # observed ms, outcome, node count
 _U64 = struct.Struct(">Q")
@@ -79,8 +79,49 @@ def decode(seq: int, data: bytes) -> LinkRecord:
                       tuple(ignored.split("\n")) if ignored else ())
 
 
+class LogBatch:
+    """Link records of one transaction, written together: a bulk batch's log in a few calls.
+
+    Sequence numbers are handed out as links are recorded; ``flush`` (before the
+    transaction ends) writes the records, the node index and the counter, byte for byte
+    what appending them one by one would have written.
+    """
+
+    __slots__ = ("_next", "_records", "_index")
+
+    def __init__(self, tx: Txn):
+        raw = tx.get("meta", _SEQ_KEY)
+        self._next = _U64.unpack(raw)[0] if raw else 1
+        self._records: list[tuple[bytes, bytes]] = []
+        self._index: list[tuple[bytes, bytes]] = []
+
+    def append(self, rec: LinkRecord) -> int:
+        seq = self._next
+        self._next = seq + 1
+        key = _U64.pack(seq)
+        self._records.append((key, encode(rec)))
+        if len(rec.nodes) > 1:
+            self._index += [(_U64.pack(node), key) for node in set(rec.nodes)]
+        return seq
+
+    def flush(self, tx: WriteTxn) -> None:
+        if not self._records:
+            return
+        tx.put("meta", _SEQ_KEY, _U64.pack(self._next))
+        tx.put_many("links", self._records)
+        if self._index:
+            self._index.sort()
+            tx.put_many("node_links", self._index)
+        self._records = []
+        self._index = []
+
+
 class LinkLog:
     """Append and read link records inside the caller's transaction."""
+
+    def batch(self, tx: Txn) -> LogBatch:
+        """Collect appends in memory; the caller flushes before the transaction ends."""
+        return LogBatch(tx)
 
     def append(self, tx: WriteTxn, rec: LinkRecord) -> int:
         """Store ``rec`` under the next sequence number and index it by node; returns the seq."""

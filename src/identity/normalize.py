@@ -17,6 +17,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 import idna
 import phonenumbers
@@ -39,6 +40,12 @@ _PLUS_PROVIDERS = frozenset(
      "proton.me", "protonmail.com", "yandex.ru", "ya.ru"}
 )
 _GMAIL = frozenset({"gmail.com", "googlemail.com"})
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KIND_OF: dict[object, Kind] = {int(kind): kind for kind in Kind}
+_PHONE_PUNCTUATION = str.maketrans("", "", " ().-")
+_PHONE_BARE = re.compile(r"^\+?[0-9]{3,}$")
+_PHONE_MAX_INPUT = 250  # phonenumbers refuses longer input before looking at it
+CACHE_SIZE = 262_144
 
 
 @dataclass(frozen=True)
@@ -61,15 +68,26 @@ class Normalizer:
         self.settings = settings or NormalizeSettings()
         if phonenumbers.country_code_for_region(self.settings.default_region.upper()) == 0:
             raise ValueError(f"unknown phone region {self.settings.default_region!r}")
-        self._cached = lru_cache(maxsize=262_144)(self._normalize)
+        self._cache: dict[tuple[Kind, str], Identifier] = {}
 
     def normalize(self, kind: Kind | int, value: str) -> Identifier:
         """The normalised identifier; ``InvalidArgument`` on field ``value`` (or ``kind``)."""
-        try:
-            kind = Kind(kind)
-        except ValueError:
-            raise InvalidArgument.field("kind", "identifier kind is unset or unknown") from None
-        return self._cached(kind, value)
+        known = _KIND_OF.get(kind)
+        if known is None:
+            raise InvalidArgument.field("kind", "identifier kind is unset or unknown")
+        if not isinstance(value, str):
+            return self._normalize(known, value)
+        key = (known, _cache_key(known, value))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        result = self._normalize(known, value)  # errors come from the value as sent, uncached
+        cache = self._cache
+        if len(cache) >= CACHE_SIZE:  # drop the older half (dicts keep insertion order)
+            for old in list(islice(cache, CACHE_SIZE // 2)):
+                del cache[old]
+        cache[key] = result
+        return result
 
     def _normalize(self, kind: Kind, value: str) -> Identifier:
         if not isinstance(value, str):
@@ -95,15 +113,7 @@ class Normalizer:
             raise _bad("email local part has forbidden characters or is too long")
         if local.startswith(".") or local.endswith(".") or ".." in local:
             raise _bad("email local part has a misplaced dot")
-        try:
-            ascii_domain = idna.encode(domain, uts46=True).decode("ascii").lower()
-        except idna.IDNAError as exc:
-            raise _bad(f"email domain is not a valid host name ({exc})") from None
-        labels = ascii_domain.split(".")
-        if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-            raise _bad("email domain must be a dotted host name such as example.com")
-        if labels[-1].isdigit():
-            raise _bad("email domain must not end in a numeric label")
+        ascii_domain = _ascii_domain(domain)
         local = unicodedata.normalize("NFC", local).lower()
         if self.settings.fold_email_aliases:
             local, ascii_domain = _fold_alias(local, ascii_domain)
@@ -126,6 +136,40 @@ class Normalizer:
         return unicodedata.normalize("NFC", text)
 
 
+@lru_cache(maxsize=65_536)
+def _ascii_domain(domain: str) -> str:
+    """The checked IDNA form of an e-mail domain; cached, as a shop sees few domains."""
+    try:
+        ascii_domain = idna.encode(domain, uts46=True).decode("ascii").lower()
+    except idna.IDNAError as exc:
+        raise _bad(f"email domain is not a valid host name ({exc})") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise _bad("email domain must be a dotted host name such as example.com")
+    if labels[-1].isdigit():
+        raise _bad("email domain must not end in a numeric label")
+    return ascii_domain
+
+
+def _cache_key(kind: Kind, value: str) -> str:
+    """A spelling shared by values that normalise alike (or fail alike), to widen cache hits.
+
+    Safe by construction: surrounding blanks are stripped first by every rule; an ASCII
+    e-mail is valid or not regardless of case and lower-cases to the same result; a phone
+    number of at least three digits written with only digits, blanks, ``().-`` and a
+    leading ``+`` parses the same as its bare digits (``phonenumbers`` drops that
+    punctuation before reading the digits, and none of it can start an extension).
+    """
+    text = value.strip()
+    if kind is Kind.EMAIL:
+        return text.lower() if text.isascii() else text
+    if kind is Kind.PHONE and len(value) <= _PHONE_MAX_INPUT:
+        bare = text.translate(_PHONE_PUNCTUATION)
+        if _PHONE_BARE.match(bare):
+            return bare
+    return text
+
+
 def _card(text: str) -> str:
     digits = _CARD_SEPARATORS.sub("", text)
     if not digits.isascii() or not digits.isdigit():
@@ -144,6 +188,8 @@ def _fold_alias(local: str, domain: str) -> tuple[str, str]:
 
 
 def _has_control(text: str) -> bool:
+    if text.isascii():  # the only ASCII Cc/Cf characters are C0 controls and DEL
+        return _ASCII_CONTROL.search(text) is not None
     return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 

@@ -24,7 +24,7 @@ import lmdb
 
 from identity.errors import StorageFull
 
-__all__ = ["Store", "Txn", "WriteTxn", "SUBDATABASES"]
+__all__ = ["Store", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,6 +124,49 @@ class WriteTxn(Txn):
         self._hooks.append(hook)
 
 
+class ChainBroken(RuntimeError):
+    """A chained job was not applied because an earlier job of its chain failed."""
+
+
+class Chain:
+    """Write jobs that apply in submission order and stop at the first failure.
+
+    A bulk stream submits its next batch while earlier ones are still waiting for the
+    writer, so batches queued together share one synced commit (each batch still in its
+    own nested transaction, all or nothing). Once a job fails, every later job of the
+    chain raises ``ChainBroken`` instead of running: exactly what stopping at the first
+    failure would have written, and nothing after it.
+    """
+
+    __slots__ = ("_store", "_failed")
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._failed = False
+
+    def submit(self, fn: Callable[[WriteTxn], T]) -> Future:
+        def run(txn: WriteTxn) -> T:
+            if self._failed:
+                raise ChainBroken("an earlier job of this chain failed")
+            try:
+                return fn(txn)
+            except lmdb.MapFullError:  # the group is retried in a larger map
+                raise
+            except BaseException:
+                self._failed = True
+                raise
+
+        future = self._store.submit(run)
+        # A failed commit fails the job too; futures are settled on the writer thread
+        # before it starts the next group, so later groups see the flag.
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, future: Future) -> None:
+        if future.exception() is not None:
+            self._failed = True
+
+
 @dataclass
 class _Job:
     fn: Callable[[WriteTxn], Any]
@@ -178,6 +221,10 @@ class Store:
         job = _Job(fn)
         self._queue.put(job)
         return job.future
+
+    def chain(self) -> Chain:
+        """Jobs applied in order that stop at the first failure (see ``Chain``)."""
+        return Chain(self)
 
     def close(self) -> None:
         if self._closed:

@@ -45,15 +45,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def LinkStream(self, request_iterator, context):  # noqa: N802
         outcomes: Counter[int] = Counter()
         batches = links = 0
-        for message in request_iterator:
-            try:
-                results = self.app.link_batch([link_input(r) for r in message.links])
-            except InvalidArgument as exc:
-                note = f"{batches} earlier batches were committed; this one and later ones were not"
-                raise exc.under(f"batch[{batches}]", note) from None
-            batches += 1
-            links += len(results)
-            outcomes.update(int(r.outcome) for r in results)
+        inputs = ([link_input(r) for r in message.links] for message in request_iterator)
+        try:
+            for results in self.app.link_batches(inputs):
+                batches += 1
+                links += len(results)
+                outcomes.update(r.outcome for r in results)
+        except InvalidArgument as exc:
+            note = f"{batches} earlier batches were committed; this one and later ones were not"
+            raise exc.under(f"batch[{batches}]", note) from None
         return identity_pb2.LinkStreamResponse(
             batches=batches, links=links,
             **{name: outcomes[number] for number, name in _SUMMARY_FIELDS.items()},
