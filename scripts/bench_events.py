@@ -16,7 +16,9 @@ Measures, in one run:
 - bytes per stored event: pages of every events sub-database (LMDB ``stat``) / events.
 
 The server runs in a subprocess so client and server do not share a GIL; requests are
-serialised before timing starts. Figures are medians of ``--repeat`` repetitions.
+serialised before timing starts. Figures are medians of ``--repeat`` repetitions. The
+server's CPU seconds over the timed stream are reported too (events per CPU-second):
+unlike wall-clock rates, they hardly move when other work shares the machine.
 
     .venv/bin/python scripts/bench_events.py                      # 200k events x 3
     .venv/bin/python scripts/bench_events.py --events 1000000 --repeat 5
@@ -25,7 +27,9 @@ serialised before timing starts. Figures are medians of ``--repeat`` repetitions
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,6 +52,7 @@ TRACK = "/identity.v1.EventService/Track"
 PROFILE = "/identity.v1.EventService/GetProfile"
 RESOLVE = "/identity.v1.IdentityService/Resolve"
 LINK = "/identity.v1.IdentityService/Link"
+CPU = "/bench.v1.Stats/Cpu"
 T0 = 1_760_000_000_000
 EVENT_DBS = ("events", "event_ids", "columns", "strings", "string_ids", "orders", "order_ids",
              "node_orders", "attributes")
@@ -115,6 +120,17 @@ def stream_messages(count: int, batch: int, identifiers: int, seed: int, prefix:
 # -- server in a subprocess --------------------------------------------------
 
 
+def _cpu_handler() -> grpc.GenericRpcHandler:
+    """``bench.v1.Stats/Cpu``: the server process's CPU seconds so far (user + system)."""
+
+    def cpu(request: bytes, context: object) -> bytes:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return repr(usage.ru_utime + usage.ru_stime).encode()
+
+    handler = grpc.unary_unary_rpc_method_handler(cpu)
+    return grpc.method_handlers_generic_handler("bench.v1.Stats", {"Cpu": handler})
+
+
 def serve_main(data: Path) -> None:
     from identity.app import App
     from identity.config import Settings
@@ -122,6 +138,7 @@ def serve_main(data: Path) -> None:
 
     app = App.open(Settings.load(env={}, data_dir=data, map_size="4GiB"))
     server, port = create_server(app, "127.0.0.1:0", max_workers=8)
+    server.add_generic_rpc_handlers((_cpu_handler(),))
     server.start()
     print(f"PORT {port}", flush=True)
     sys.stdin.read()
@@ -138,6 +155,10 @@ class Server:
             raise RuntimeError(f"server did not start: {line!r}")
         self.channel = grpc.insecure_channel(f"127.0.0.1:{line.split()[1]}", options=[
             ("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
+
+    def cpu_seconds(self) -> float:
+        call = self.channel.unary_unary(CPU, request_serializer=None, response_deserializer=None)
+        return float(call(b""))
 
     def stop(self) -> None:
         self.channel.close()
@@ -235,28 +256,34 @@ def run(args: argparse.Namespace) -> None:
           f"repeat={args.repeat} (server in a subprocess, synced commits)")
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
     try:
-        rates, raw_rates, sizes, stored = [], [], [], 0
+        rates, raw_rates, cpu_rates, sizes, stored = [], [], [], [], 0
         for rep in range(args.repeat):
             messages = stream_messages(args.events, args.batch, args.identifiers, rep, f"r{rep}")
             data = work / f"data{rep}"
             server = Server(data)
             try:
                 _, warm = stream(server.channel, warm_up_messages(args.identifiers, args.batch))
+                cpu_before = server.cpu_seconds()
                 seconds, reply = stream(server.channel, messages)
+                cpu_used = server.cpu_seconds() - cpu_before
             finally:
                 server.stop()
             stored = warm.stored + reply.stored
             rates.append(reply.stored / seconds)
+            cpu_rates.append(reply.stored / cpu_used)
             sizes.append(event_bytes(data))
             raw_rates.append(lmdb_event_puts_per_second(work / f"raw{rep}", args.events,
                                                         args.batch, args.identifiers))
-            print(f"  rep {rep}: TrackStream {rates[-1]:,.0f} events/s; "
+            print(f"  rep {rep}: TrackStream {rates[-1]:,.0f} events/s "
+                  f"({cpu_rates[-1]:,.0f} per server CPU-second); "
                   f"raw LMDB {raw_rates[-1]:,.0f} events/s", flush=True)
             shutil.rmtree(data)
             shutil.rmtree(work / f"raw{rep}")
         rate, raw = statistics.median(rates), statistics.median(raw_rates)
         print(f"TrackStream: {rate:,.0f} events/s durable (median of {args.repeat}); "
-              f"raw LMDB same puts: {raw:,.0f} events/s; ratio {rate / raw:.2f}")
+              f"raw LMDB same puts: {raw:,.0f} events/s; ratio {rate / raw:.2f}; server CPU: "
+              f"{statistics.median(cpu_rates):,.0f} events per CPU-second; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         last = sizes[-1]
         total = sum(last.values())
         print(f"bytes per stored event: {total / stored:.1f} "

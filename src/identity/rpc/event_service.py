@@ -24,8 +24,13 @@ __all__ = ["EventServicer", "add_to_server", "event_of", "event_pb"]
 _TYPES = {t.name.lower(): t for t in EventType}
 
 
+# Bulk streams build two NamedTuples per event; ``tuple.__new__`` skips their Python-level
+# ``__new__`` (every field is passed, in order).
+_new = tuple.__new__
+
+
 def _product(p) -> Product:
-    return Product(p.product_id, p.category, p.brand, p.price, p.quantity or 1)
+    return _new(Product, (p.product_id, p.category, p.brand, p.price, p.quantity or 1))
 
 
 def _order(o) -> Order:
@@ -70,8 +75,8 @@ def event_of(m: events_pb2.Event) -> Event:
         t = m.time
         time_ms = t.seconds * 1000 + t.nanos // 1_000_000
     who = m.identifier
-    return Event(m.event_id, (who.kind, who.value), time_ms,
-                 _TYPES[case] if case else 0, payload, m.channel, m.source)  # type: ignore[arg-type]
+    return _new(Event, (m.event_id, (who.kind, who.value), time_ms, _TYPES[case] if case else 0,
+                        payload, m.channel, m.source))
 
 
 def _product_pb(p: Product) -> dict:
