@@ -87,6 +87,15 @@ class SendLog:
             sends.extend(_unpack(k, v) for k, v in tx.items("sends", start=start, prefix=prefix))
         return sends
 
+    def keys_since(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> tuple[bytes, ...]:
+        """Keys of the sends ``recent`` would return, without decoding them."""
+        keys: list[bytes] = []
+        for node in nodes:
+            prefix = _PREFIX.pack(node)
+            start = _KEY.pack(node, max(since_ms, 0), 0)
+            keys.extend(bytes(k) for k, _ in tx.items("sends", start=start, prefix=prefix))
+        return tuple(keys)
+
     def append(self, tx: WriteTxn, node: int, time_ms: int, *, status: int, channel: int,
                trigger: int, transactional: bool, subject: int, campaign: str) -> bytes:
         """Record a send; returns its key."""

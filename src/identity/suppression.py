@@ -32,16 +32,17 @@ from identity.identifiers import Identifier, Kind
 from identity.local_time import period_bounds, quiet_until, zone
 from identity.orders import OrderBook
 from identity.profiles import ProfileReader
-from identity.sendlog import RESERVED, SENT, SendLog, subject_of
+from identity.sendlog import RESERVED, SENT, Send, SendLog, subject_of
 from identity.store import Txn, WriteTxn
 from identity.trigger_rules import Cap, CapScope, PurchaseMatch, RuleBook, TriggerKind, TriggerRule
 
-__all__ = ["Decision", "Reason", "ReasonCode", "SendOutcome", "SendReport", "Suppression",
-           "TriggerCheck", "Verdict", "ADDRESS_KIND"]
+__all__ = ["Decision", "Draft", "Reading", "Reason", "ReasonCode", "SendOutcome", "SendReport",
+           "Suppression", "TriggerCheck", "Verdict", "ADDRESS_KIND"]
 
 ADDRESS_KIND = {Channel.EMAIL: Kind.EMAIL, Channel.SMS: Kind.PHONE, Channel.PUSH: Kind.DEVICE_ID}
 _ALL = 1 << 30  # history page size meaning "every matching event"
 _MESSAGES = frozenset({EventType.MESSAGE})
+_MESSAGES_AND_ORDERS = frozenset({EventType.MESSAGE, EventType.ORDER})
 
 
 class Verdict(IntEnum):
@@ -99,6 +100,28 @@ class Decision:
         reasons = tuple(Reason(ReasonCode(c), t, u, tuple(tuple(a) for a in attrs))
                         for c, t, u, attrs in d["r"])
         return cls(Verdict(d["v"]), reasons, d["p"], address, d["n"], d["s"], False, d["rule"])
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a decision read that a concurrent reservation can change: the person's
+    member nodes and the keys of their sends since ``horizon_ms`` (older ones match no
+    window). Unchanged at commit time, the decision still holds (see ``reservations``)."""
+
+    root: int
+    members: tuple[int, ...]
+    horizon_ms: int
+    send_keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A decision not yet reserved; ``reading`` is None for replays and unknown identifiers."""
+
+    decision: Decision
+    rule: TriggerRule | None = None
+    address_node: int = 0
+    reading: Reading | None = None
 
 
 @dataclass(frozen=True)
@@ -180,37 +203,48 @@ class Suppression:
 
     def check(self, tx: Txn, check: TriggerCheck) -> Decision:
         """Decide; with ``check.reserve`` (``tx`` must then be a WriteTxn) record a SEND."""
+        draft = self.draft(tx, check)
+        if check.reserve and draft.reading is not None and draft.decision.verdict is \
+                Verdict.SEND and isinstance(tx, WriteTxn):
+            return self.reserve(tx, check, draft)
+        return draft.decision
+
+    def draft(self, tx: Txn, check: TriggerCheck) -> Draft:
+        """The decision without reserving, and what it read (none for replays, unknowns)."""
         if check.idempotency_key:
             seen = self.sends.remembered(tx, check.idempotency_key)
             if seen is not None and seen.decision:
-                return replace(Decision.from_json(seen.decision), replayed=True)
+                return Draft(replace(Decision.from_json(seen.decision), replayed=True))
         rule, _ = self.rules.rule_for(check.trigger, check.campaign)
         assert check.identifier is not None
         node = self.graph.node_of(tx, check.identifier)
         if node is None:
-            return Decision(Verdict.SUPPRESS, (Reason(
+            return Draft(Decision(Verdict.SUPPRESS, (Reason(
                 ReasonCode.UNKNOWN_IDENTIFIER, f"{check.identifier} is not known"),),
-                rule=rule.name)
-        decision, address_node = self.decide(tx, self.graph.root_of(tx, node), check, rule)
-        if check.reserve and decision.verdict is Verdict.SEND and isinstance(tx, WriteTxn):
-            decision = self._reserve(tx, check, rule, decision, address_node)
-        return decision
+                rule=rule.name))
+        decision, address_node, reading = self.decide(tx, self.graph.root_of(tx, node), check,
+                                                      rule)
+        return Draft(decision, rule, address_node, reading)
 
-    def _reserve(self, tx: WriteTxn, check: TriggerCheck, rule: TriggerRule, decision: Decision,
-                 address_node: int) -> Decision:
+    def reserve(self, tx: WriteTxn, check: TriggerCheck, draft: Draft) -> Decision:
+        """Record the SEND of ``draft`` as a reservation (and under its idempotency key)."""
+        assert draft.rule is not None
         key = self.sends.append(
-            tx, address_node, check.now_ms, status=RESERVED, channel=int(check.channel),
-            trigger=int(check.trigger or 0), transactional=rule.transactional,
+            tx, draft.address_node, check.now_ms, status=RESERVED, channel=int(check.channel),
+            trigger=int(check.trigger or 0), transactional=draft.rule.transactional,
             subject=check.subject, campaign=check.campaign)
-        decision = replace(decision, reserved=True)
+        decision = replace(draft.decision, reserved=True)
         if check.idempotency_key:
             self.sends.remember(tx, check.idempotency_key, key, decision.to_json())
         return decision
 
     def decide(self, tx: Txn, root: int, check: TriggerCheck, rule: TriggerRule
-               ) -> tuple[Decision, int]:
-        """The decision for the person rooted at ``root`` and the node of its address."""
-        infos = [self.graph.node_info(tx, n) for n in self.graph.members(tx, root)]
+               ) -> tuple[Decision, int, Reading]:
+        """The decision for the person rooted at ``root``, the node of its address, and
+        what it read that a concurrent reservation could change."""
+        person = self.graph.person(tx, root)
+        infos = person.identifiers
+        members = tuple(i.node for i in infos)
         nodes = {i.node: i.identifier for i in infos}
         attributes, consents = self.profiles.attributes(tx, nodes)
         tz_name = attributes.get("time_zone") or self.rules.shop_time_zone
@@ -219,10 +253,15 @@ class Suppression:
         except ValueError:
             tz_name = self.rules.shop_time_zone
             tz = zone(tz_name)
-        # one newest-first pass over the person's message events serves consent and caps
-        messages, _ = self.events.history(tx, nodes, types=_MESSAGES, limit=_ALL)
+        # one newest-first pass over the person's events serves purchases, consent and caps
+        since = self._purchases_since(check, rule)
+        types = _MESSAGES if since is None else _MESSAGES_AND_ORDERS
+        events, _ = self.events.history(tx, nodes, types=types, limit=_ALL)
+        messages = [e for e in events if e.type == EventType.MESSAGE]
         reasons: list[Reason] = []
-        reasons += self._purchases(tx, nodes, check, rule)
+        if since is not None:
+            orders = [e for e in events if e.type == EventType.ORDER and e.time_ms >= since]
+            reasons += self._purchases(tx, orders, check, rule)
         if not rule.transactional:
             reasons += self._consent(tx, nodes, consents, messages, check.channel, rule)
         address = _address(infos, check.channel)
@@ -234,7 +273,9 @@ class Suppression:
             if self.in_segment is not None and self.in_segment(tx, name, root, check.now_ms):
                 reasons.append(Reason(ReasonCode.EXCLUDED_SEGMENT, f"in segment {name!r}",
                                       attributes=(("segment", name),)))
-        reasons += self._history(tx, nodes, messages, check, rule, tz)
+        horizon, caps, bounds = self._windows(check, rule, tz)
+        sends = self.sends.recent(tx, nodes, horizon)
+        reasons += self._history(tx, sends, messages, check, rule, horizon, caps, bounds)
         window = rule.quiet_window(check.channel)
         quiet = quiet_until(check.now_ms, tz, window) if window else None
         if quiet is not None:
@@ -247,24 +288,27 @@ class Suppression:
             verdict, next_allowed = Verdict.DEFER, quiet
         else:
             verdict, next_allowed = Verdict.SEND, None
-        person_id = self.graph.person_id(tx, root)
         kept = address.identifier if address and verdict is not Verdict.SUPPRESS else None
-        decision = Decision(verdict, tuple(reasons), person_id, kept, next_allowed,
+        decision = Decision(verdict, tuple(reasons), person.person_id, kept, next_allowed,
                             rule=rule.name)
-        return decision, (address.node if address else root)
+        reading = Reading(root, members, horizon, tuple(s.key for s in sends))
+        return decision, (address.node if address else root), reading
 
     # -- the reasons -------------------------------------------------------
 
-    def _purchases(self, tx: Txn, nodes: dict[int, Identifier], check: TriggerCheck,
-                   rule: TriggerRule) -> list[Reason]:
+    @staticmethod
+    def _purchases_since(check: TriggerCheck, rule: TriggerRule) -> int | None:
+        """From when orders suppress this trigger; None when no order can."""
         match = rule.purchase_match
         categories = check.categories if match is PurchaseMatch.CATEGORY else ()
         if match is PurchaseMatch.NONE or not (check.products or categories):
-            return []
-        since = check.event_ms if check.event_ms is not None else \
+            return None
+        return check.event_ms if check.event_ms is not None else \
             check.now_ms - rule.purchase_lookback_ms
-        orders, _ = self.events.history(tx, nodes, types=frozenset({EventType.ORDER}),
-                                        since_ms=since, limit=_ALL)
+
+    def _purchases(self, tx: Txn, orders: list[StoredEvent], check: TriggerCheck,
+                   rule: TriggerRule) -> list[Reason]:
+        categories = check.categories if rule.purchase_match is PurchaseMatch.CATEGORY else ()
         products = set(check.products)
         reasons = []
         for event in orders:
@@ -305,16 +349,24 @@ class Suppression:
             return [Reason(ReasonCode.NO_CONSENT, f"no consent to {label} on record")]
         return []
 
-    def _history(self, tx: Txn, nodes: dict[int, Identifier], messages: list[StoredEvent],
-                 check: TriggerCheck, rule: TriggerRule, tz) -> list[Reason]:
-        """Dedupe and caps, over the send log and message events of every identifier."""
+    def _windows(self, check: TriggerCheck, rule: TriggerRule, tz
+                 ) -> tuple[int, list[Cap], list[tuple[int, int]]]:
+        """The caps that apply, their [start, end) windows, and the oldest time any
+        window (or the dedupe window) reaches back to: sends before it cannot matter."""
         now = check.now_ms
         caps = [] if rule.transactional else [
             c for c in rule.caps if c.applies_to(check.channel)
             and (c.scope is CapScope.CHANNEL or check.campaign)]
         bounds = [period_bounds(now, tz, c.period, c.rolling) for c in caps]
         horizon = min([b[0] for b in bounds] + [now - rule.dedupe_window_ms])
-        sent = self._sent(tx, nodes, messages, horizon)
+        return horizon, caps, bounds
+
+    def _history(self, tx: Txn, sends: list[Send], messages: list[StoredEvent],
+                 check: TriggerCheck, rule: TriggerRule, horizon: int, caps: list[Cap],
+                 bounds: list[tuple[int, int]]) -> list[Reason]:
+        """Dedupe and caps, over the send log and message events of every identifier."""
+        now = check.now_ms
+        sent = self._sent(tx, sends, messages, horizon)
         reasons = []
         if rule.dedupe_window_ms and check.trigger:
             subject = check.subject
@@ -350,10 +402,10 @@ class Suppression:
                  ("period", cap.period.label), ("rolling", str(cap.rolling).lower()))))
         return reasons
 
-    def _sent(self, tx: Txn, nodes: dict[int, Identifier], messages: list[StoredEvent],
-              since_ms: int) -> list[_Sent]:
+    def _sent(self, tx: Txn, sends: list[Send], messages: list[StoredEvent], since_ms: int
+              ) -> list[_Sent]:
         sent = [_Sent(s.time_ms, s.channel, s.campaign, s.subject, s.transactional)
-                for s in self.sends.recent(tx, nodes, since_ms)]
+                for s in sends]
         for event in messages:
             if event.time_ms < since_ms:
                 break  # newest first: the rest are older still

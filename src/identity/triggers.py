@@ -1,11 +1,12 @@
 """Use cases of trigger suppression: check, record a send, filter an audience, rules.
 
 Input is validated and normalised here before any transaction starts. A check
-that reserves (and every RecordSend) is one write transaction via ``Store.write``,
-so the decision and its reservation commit together; a check that does not
-reserve reads one snapshot. An audience stream decides one batch per
-transaction and remembers the persons it has decided, so a person reached
-through two identifiers (or two segments) is decided once.
+that reserves is decided on a snapshot and re-validated and reserved in one write
+transaction (``reservations``), so the decision and its reservation commit
+together; every RecordSend is one write transaction; a check that does not reserve
+reads one snapshot. An audience stream decides one batch per transaction and
+remembers the persons it has decided, so a person reached through two identifiers
+(or two segments) is decided once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from identity.errors import InvalidArgument, NotFound
 from identity.events import Channel
 from identity.graph import IdentityGraph, now_ms
 from identity.identifiers import Identifier
+from identity.reservations import Reservations
 from identity.segmentation import Segmentation, Target
 from identity.sendlog import SendLog
 from identity.store import Store
@@ -76,6 +78,7 @@ class Triggers:
         self.sends = SendLog()
         self.suppression = Suppression(graph, self.rules, self.sends, tracking.events,
                                        tracking.orders, tracking.profiles)
+        self.reservations = Reservations(store, self.suppression, self.sends)
         self.segments: Segmentation | None = None
         self._segment_cache: dict[tuple[str, int], tuple[float, object]] = {}
         with store.read() as tx:
@@ -118,8 +121,8 @@ class Triggers:
 
     def check(self, who: tuple[int, str], template: TriggerCheck) -> Decision:
         check = replace(template, identifier=self.identify(who[0], who[1], "identifier"))
-        if check.reserve:
-            return self.store.write(lambda tx: self.suppression.check(tx, check))
+        if check.reserve:  # decided on a snapshot, re-validated and reserved in the writer
+            return self.reservations.check(check)
         with self.store.read() as tx:
             return self.suppression.check(tx, check)
 

@@ -22,6 +22,7 @@ from identity.v1 import events_pb2, events_pb2_grpc
 __all__ = ["EventServicer", "add_to_server", "event_of", "event_pb"]
 
 _TYPES = {t.name.lower(): t for t in EventType}
+_PRODUCT_CASES = frozenset({"view", "add_to_cart", "remove_from_cart", "wishlist"})
 
 
 # Bulk streams build two NamedTuples per event; ``tuple.__new__`` skips their Python-level
@@ -69,7 +70,12 @@ _PAYLOAD_OF = {
 
 def event_of(m: events_pb2.Event) -> Event:
     case = m.WhichOneof("payload")
-    payload: Payload | None = _PAYLOAD_OF[case](getattr(m, case)) if case else None
+    payload: Payload | None = None
+    if case in _PRODUCT_CASES:
+        p = getattr(m, case)
+        payload = _new(Product, (p.product_id, p.category, p.brand, p.price, p.quantity or 1))
+    elif case:
+        payload = _PAYLOAD_OF[case](getattr(m, case))
     time_ms = None
     if m.HasField("time"):
         t = m.time
