@@ -154,7 +154,8 @@ class Server:
         if not line.startswith("PORT "):
             raise RuntimeError(f"server did not start: {line!r}")
         self.channel = grpc.insecure_channel(f"127.0.0.1:{line.split()[1]}", options=[
-            ("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20)])
 
     def cpu_seconds(self) -> float:
         call = self.channel.unary_unary(CPU, request_serializer=None, response_deserializer=None)
@@ -215,7 +216,8 @@ def event_bytes(data: Path) -> dict[str, int]:
     return sizes
 
 
-def profile_latency(channel: grpc.Channel, events: int, calls: int) -> tuple[list[float], list[float]]:
+def profile_latency(channel: grpc.Channel, events: int, calls: int
+                    ) -> tuple[list[float], list[float]]:
     ids = [common_pb2.Identifier(kind=k, value=v) for k, v in (
         (1, "C-BENCH"), (2, "bench@example.com"), (3, "+14155550199"), (4, "40001234567"),
         (6, "dev-bench"))]

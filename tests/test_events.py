@@ -52,7 +52,8 @@ def test_cross_device_kettle_story_is_one_person_from_any_identifier(client: Ide
     client.link(customer, phone, source="app")  # the shop knows both logins are its customer
     client.link(customer, email, source="web")
     bought = client.record_purchase(order("T-17-0001"), loyalty_card="4000 1234 5678",
-                                    phone="+44 7700-900-123", store="store-17", time=T0 + 86_400_000)
+                                    phone="+44 7700-900-123", store="store-17",
+                                    time=T0 + 86_400_000)
     assert bought.recorded and bought.person_id == "C-1001"
 
     for who in (phone, email, customer, card):

@@ -1,4 +1,4 @@
-"""Event columns and interned strings: committed batches become numpy arrays, now and after restart."""
+"""Event columns and interned strings: committed batches become numpy arrays, now and later."""
 
 from __future__ import annotations
 

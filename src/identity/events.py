@@ -295,7 +295,8 @@ def check(event: Event, path: str) -> None:
             _text(getattr(ad, name), f"{where}.{name}")
     elif kind is EventType.MESSAGE:
         if payload.action not in MessageAction._value2member_map_:  # type: ignore[union-attr]
-            raise _bad(f"{where}.action", "must be sent, delivered, opened, clicked or unsubscribed")
+            raise _bad(f"{where}.action",
+                       "must be sent, delivered, opened, clicked or unsubscribed")
         _text(payload.campaign, f"{where}.campaign")  # type: ignore[union-attr]
     elif kind is EventType.CUSTOM:
         custom: Custom = payload  # type: ignore[assignment]

@@ -83,7 +83,7 @@ class OrderBook:
         return _unpack(ref, raw) if raw is not None else None
 
     def placed(self, tx: WriteTxn, node: int, order: Order, time_ms: int) -> int:
-        """Record a sighting of ``order`` by ``node``; returns its ref (the same on every sighting)."""
+        """Record a sighting of ``order`` by ``node``; its ref, the same on every sighting."""
         ref, existing = self._ref(tx, order.order_id)
         tx.put("node_orders", _NODE.pack(node), _REF.pack(ref))
         if existing is not None and existing.placed:
@@ -114,7 +114,8 @@ class OrderBook:
         """Every order ref reported by any of ``nodes``."""
         refs: set[int] = set()
         for node in nodes:
-            refs.update(_REF.unpack(raw)[0] for raw in tx.duplicates("node_orders", _NODE.pack(node)))
+            raws = tx.duplicates("node_orders", _NODE.pack(node))
+            refs.update(_REF.unpack(raw)[0] for raw in raws)
         return refs
 
     def _ref(self, tx: WriteTxn, order_id: str) -> tuple[int, OrderRecord | None]:

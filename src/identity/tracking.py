@@ -121,7 +121,7 @@ class Tracking:
 
     def track_batches(self, batches: Iterable[Sequence[Event]], path: str = "batch"
                       ) -> Iterator[tuple[int, int]]:
-        """Store batches in order, each atomically; yield (stored, duplicates) per batch once durable.
+        """Store batches in order, each atomically; yield (stored, duplicates) once durable.
 
         The next batch is validated while earlier ones wait for the writer, so batches
         that queue up share one synced commit (each in its own nested transaction).
