@@ -84,7 +84,7 @@ class EventStore:
         raw = tx.get("meta", _NEXT_SEQ)
         first = _SEQ.unpack(raw)[0] if raw else 1
         strings = self.strings
-        known = strings._ids.get
+        known = strings.ids.get
         key_of = _KEY.pack
         side_effects = self._side_effects
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Mapping
 
 from identity.store import Txn, WriteTxn
 
@@ -48,6 +49,11 @@ class StringDictionary:
 
     def __len__(self) -> int:
         return len(self._texts)
+
+    @property
+    def ids(self) -> Mapping[str, int]:
+        """Committed strings -> ids; the writer's hot path reads it directly. Do not modify."""
+        return self._ids
 
     def intern(self, tx: WriteTxn, text: str) -> int:
         """The id of ``text``, allocating one in ``tx`` when it is new."""

@@ -90,7 +90,7 @@ def _product_pb(p: Product) -> dict:
             "price": p.price, "quantity": p.quantity}
 
 
-def _payload_pb(kind: EventType, p: Payload):
+def _payload_pb(p: Payload):
     if isinstance(p, Product):
         return events_pb2.ProductEvent(**_product_pb(p))
     if isinstance(p, Order):
@@ -134,7 +134,7 @@ def event_pb(event: StoredEvent) -> events_pb2.Event:
     message = events_pb2.Event(
         event_id=event.event_id, identifier=identifier_pb(event.identifier),
         time=timestamp_of(event.time_ms), channel=event.channel, source=event.source)
-    getattr(message, event.type.name.lower()).CopyFrom(_payload_pb(event.type, event.payload))
+    getattr(message, event.type.name.lower()).CopyFrom(_payload_pb(event.payload))
     return message
 
 
