@@ -28,6 +28,7 @@ __all__ = ["Purchase", "PurchaseResult", "StreamStopped", "Tracking", "purchase_
 
 T = TypeVar("T")
 MAX_BATCHES_IN_FLIGHT = 8  # stream batches validated ahead of the writer
+IDENTIFIER_CACHE_SIZE = 1 << 20  # raw identifiers whose normal form is remembered
 
 # Paths of a till purchase checked as an event (".order.total") -> request fields.
 _PURCHASE_PATHS = {".event_id": "order.order_id", "[0].identifier": "loyalty_card"}
@@ -105,6 +106,9 @@ class Tracking:
         self.store = store
         self.graph = graph
         self.identify = identify
+        # raw (kind, value) -> normalised identifier; normalising is a pure function of the
+        # settings, so the map never goes stale. Bounded by clearing.
+        self._identified: dict[tuple[int, str], Identifier] = {}
         self.strings = StringDictionary()
         self.columns = EventColumns()
         self.orders = OrderBook(self.strings)
@@ -155,7 +159,9 @@ class Tracking:
     def validate(self, events: Sequence[Event], path: str = "events") -> list[ValidEvent]:
         now = now_ms()
         identify = self.identify
-        seen: dict[tuple[int, str], Identifier] = {}  # identifiers repeat within a batch
+        seen = self._identified
+        if len(seen) > IDENTIFIER_CACHE_SIZE:
+            seen.clear()
         valid = []
         for i, event in enumerate(events):
             if not plainly_valid(event):
