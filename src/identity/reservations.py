@@ -66,13 +66,15 @@ class Reservations:
         if draft.reading is None or draft.decision.verdict is not Verdict.SEND:
             self.stats.from_snapshot += 1
             return draft.decision
-        return self.store.write(lambda tx: self._settle(tx, check, draft))
+        reserved = self.suppression.reserved_form(check, draft)  # its JSON, off the writer
+        return self.store.write(lambda tx: self._settle(tx, check, draft, reserved))
 
-    def _settle(self, tx: WriteTxn, check: TriggerCheck, draft: Draft) -> Decision:
+    def _settle(self, tx: WriteTxn, check: TriggerCheck, draft: Draft,
+                reserved: tuple[Decision, bytes]) -> Decision:
         assert draft.reading is not None
         if self._unchanged(tx, check, draft.reading):
             self.stats.validated += 1
-            return self.suppression.reserve(tx, check, draft)
+            return self.suppression.reserve(tx, check, draft, reserved)
         self.stats.redecided += 1
         return self.suppression.check(tx, check)  # the whole decision, in this transaction
 

@@ -21,6 +21,7 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from identity.store import Txn, WriteTxn
 
@@ -56,12 +57,18 @@ class Remembered:
     decision: bytes  # JSON of the first decision; empty when the key came from RecordSend
 
 
-def subject_of(trigger: int, scenario: str, products: Iterable[str], categories: Iterable[str]
-               ) -> int:
-    """A stable 64-bit hash of what a message is about (order-insensitive)."""
+@lru_cache(maxsize=4096)  # a campaign asks about the same few subjects over and over
+def _subject(trigger: int, scenario: str, products: tuple[str, ...],
+             categories: tuple[str, ...]) -> int:
     text = "\x1f".join([str(trigger), scenario, "\x1e".join(sorted(set(products))),
                         "\x1e".join(sorted(set(categories)))])
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def subject_of(trigger: int, scenario: str, products: Iterable[str], categories: Iterable[str]
+               ) -> int:
+    """A stable 64-bit hash of what a message is about (order-insensitive)."""
+    return _subject(trigger, scenario, tuple(products), tuple(categories))
 
 
 def _digest(idempotency_key: str) -> bytes:

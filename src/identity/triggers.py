@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from identity.errors import InvalidArgument, NotFound
+from identity.eventful import EventfulNodes
 from identity.events import Channel
 from identity.graph import IdentityGraph, now_ms
 from identity.identifiers import Identifier
@@ -38,6 +39,7 @@ MAX_SUBJECTS = 1000
 SEGMENT_TTL = 30.0  # seconds an exclusion segment's evaluation is reused across checks
 MAX_TEXT = 256
 Identify = Callable[[int, str, str], Identifier]  # kind, raw value, field path
+_CHANNEL_NUMBERS = frozenset(int(c) for c in MESSAGE_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Triggers:
         self.suppression = Suppression(graph, self.rules, self.sends, tracking.events,
                                        tracking.orders, tracking.profiles)
         self.reservations = Reservations(store, self.suppression, self.sends)
+        self.eventful = EventfulNodes(tracking.columns)  # audiences skip event-less nodes
         self.segments: Segmentation | None = None
         self._segment_cache: dict[tuple[str, int], tuple[float, object]] = {}
         with store.read() as tx:
@@ -96,7 +99,7 @@ class Triggers:
             raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}")
         if require_trigger and not trigger:
             raise InvalidArgument.field(f"{prefix}trigger", "is required")
-        if channel not in [int(c) for c in MESSAGE_CHANNELS]:
+        if channel not in _CHANNEL_NUMBERS:
             raise InvalidArgument.field(f"{prefix}channel", "must be EMAIL, PUSH or SMS")
         for name, values in (("product_ids", products), ("categories", categories)):
             if len(values) > MAX_SUBJECTS:
@@ -161,6 +164,7 @@ class Triggers:
         if audience.template.reserve:
             return self.store.write(lambda tx: self._decide_batch(tx, audience, valid))
         with self.store.read() as tx:
+            self.eventful.refresh()  # after the snapshot opened: it holds all it marks
             return self._decide_batch(tx, audience, valid)
 
     def _decide_batch(self, tx, audience: Audience, identifiers: list[Identifier | int | None]
@@ -184,11 +188,15 @@ class Triggers:
                 audience.duplicates += 1
                 continue
             audience.seen.add(root)
-            check = replace(template, identifier=identifier)
-            if template.idempotency_key:
-                person = graph.person_id(tx, root)
-                check = replace(check, idempotency_key=f"{template.idempotency_key}/{person}")
-            decision = self.suppression.check(tx, check)
+            if template.reserve or template.idempotency_key:  # may reserve or replay
+                check = replace(template, identifier=identifier)
+                if template.idempotency_key:
+                    person = graph.person_id(tx, root)
+                    check = replace(check,
+                                    idempotency_key=f"{template.idempotency_key}/{person}")
+                decision = self.suppression.check(tx, check)
+            else:  # nothing to reserve or replay: straight to the decision
+                decision = self.suppression.decide(tx, root, template, rule, self.eventful)[0]
             if decision.verdict is Verdict.SUPPRESS:
                 audience.suppressed += 1
                 audience.by_reason.update(set(int(r.code) for r in decision.reasons))
