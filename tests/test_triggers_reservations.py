@@ -85,3 +85,39 @@ def test_retry_with_the_same_key_while_the_first_waits_replays_it(server, client
         first, retry = first.result(), retry.result()
     assert first.verdict == retry.verdict == SEND
     assert first.reserved and retry.replayed and not first.replayed
+
+
+def test_audience_reads_orders_opt_outs_and_events_tracked_between_batches(
+        client: IdentityClient):
+    from identity.rpc.convert import timestamp_of
+    from identity.v1 import events_pb2 as ev
+    from identity.v1 import triggers_pb2 as tr
+    from test_triggers import HOUR, KETTLE, event
+
+    for n in range(1, 6):
+        client.link(f"customer_id:A-{n}", f"device_id:a{n}", observed_at=NOON - HOUR)
+    client.track([
+        event("o1", "customer_id:A-1", NOON - HOUR, order=ev.OrderEvent(
+            order_id="AO-1", lines=[ev.OrderLine(product_id="K-42", price=39.99)])),
+        event("u2", "device_id:a2", NOON - HOUR, channel=ev.EVENT_CHANNEL_PUSH,
+              message=ev.MessageEvent(action=ev.MESSAGE_ACTION_UNSUBSCRIBED)),
+        event("t3", "customer_id:A-3", NOON - HOUR,
+              attributes=ev.AttributesEvent(time_zone="Pacific/Auckland")),  # midnight there
+        event("v5", "device_id:a5", NOON - HOUR, view=ev.ProductEvent(**KETTLE)),
+    ])
+    settings = tr.AudienceSettings(trigger=tr.TRIGGER_KIND_PRICE_DROP, product_ids=["K-42"],
+                                   channel=ev.EVENT_CHANNEL_PUSH, campaign="drop",
+                                   now=timestamp_of(NOON))
+
+    def batches():
+        yield ["device_id:a1", "device_id:a2", "device_id:a3"]
+        client.track([event("o4", "customer_id:A-4", NOON - HOUR, order=ev.OrderEvent(
+            order_id="AO-4", lines=[ev.OrderLine(product_id="K-42", price=39.99)]))])
+        yield ["device_id:a4", "device_id:a5"]
+
+    replies = list(client.filter_audience(settings, batches()))
+    verdicts = {r.person_id: r.verdict for reply in replies for r in reply.recipients}
+    assert verdicts == {"A-3": tr.VERDICT_DEFER, "A-5": SEND}
+    summary = replies[-1].summary
+    assert sorted((c.code, c.count) for c in summary.suppressed_by_reason) == [
+        (tr.REASON_CODE_PURCHASED, 2), (tr.REASON_CODE_OPTED_OUT, 1)]
