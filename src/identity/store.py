@@ -50,11 +50,11 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "cuts": {},  # b"L"+link seq or b"N"+node -> action seq: evidence an admin removed
     "blocked": {},  # kind byte + value -> action seq: values blocked at run time
     "erased": {},  # salted hash of a forgotten identifier -> erasure time (ms)
+    "segments": {},  # saved segment name -> JSON record (condition tree, description, time)
+    "tags": {},  # node u32 + tag + seq u64 -> behaviour tag setting (time ms, cleared, value)
     "sends": {},  # node u64 + time ms + seq -> a reserved or recorded message send (caps)
     "send_keys": {},  # blake2b-128 of an idempotency key -> its send and first trigger decision
     "trigger_rules": {},  # trigger kind byte + campaign -> trigger rule set by SetTriggerRule
-    "segments": {},  # saved segment name -> JSON record (condition tree, description, time)
-    "tags": {},  # node u32 + tag + seq u64 -> behaviour tag setting (time ms, cleared, value)
 }
 
 MAX_GROUP = 256
@@ -138,33 +138,39 @@ class Chain:
     failure would have written, and nothing after it.
     """
 
-    __slots__ = ("_store", "_failed")
+    __slots__ = ("_store", "_submitted", "_failed_at")
 
     def __init__(self, store: Store):
         self._store = store
-        self._failed = False
+        self._submitted = 0
+        self._failed_at: int | None = None  # position of the first job that failed
 
     def submit(self, fn: Callable[[WriteTxn], T]) -> Future:
+        position = self._submitted
+        self._submitted += 1
+
         def run(txn: WriteTxn) -> T:
-            if self._failed:
+            # Compared by position, not a plain flag: when a group is retried in a larger
+            # map, the jobs before the failed one must run again as they did the first time.
+            if self._failed_at is not None and position > self._failed_at:
                 raise ChainBroken("an earlier job of this chain failed")
             try:
                 return fn(txn)
             except lmdb.MapFullError:  # the group is retried in a larger map
                 raise
             except BaseException:
-                self._failed = True
+                self._fail(position)
                 raise
 
         future = self._store.submit(run)
         # A failed commit fails the job too; futures are settled on the writer thread
-        # before it starts the next group, so later groups see the flag.
-        future.add_done_callback(self._settled)
+        # before it starts the next group, so later groups see the failure.
+        future.add_done_callback(lambda f: f.exception() is not None and self._fail(position))
         return future
 
-    def _settled(self, future: Future) -> None:
-        if future.exception() is not None:
-            self._failed = True
+    def _fail(self, position: int) -> None:
+        if self._failed_at is None or position < self._failed_at:
+            self._failed_at = position
 
 
 @dataclass
