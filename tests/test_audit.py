@@ -195,3 +195,30 @@ def test_person_graph_lists_identifiers_and_links_by_source(client):
     assert len(graph.nodes) == 7 and len(graph.edges) == 9
     assert sorted({e.source for e in graph.edges}) == ["app", "callcentre", "crm", "orders",
                                                       "pos", "web"]
+
+
+def test_split_by_the_shared_phone_gives_each_person_their_events_orders_and_segments(client):
+    from segment_world import event_pb
+
+    glue_two_households(client)
+    now_s = T0 // 1000 + 86_400
+    client.track([event_pb({"id": f"tv-{who}", "who": who, "type": "view", "time": now_s - 3600,
+                            "product": "tv-55", "category": "Electronics/TV"})
+                  for who in (ANNA[1], BOB[1])]
+                 + [event_pb({"id": "anna-order", "who": ANNA[3], "type": "order",
+                              "time": now_s - 1800, "order_id": "O-1", "amount": 499.0,
+                              "lines": [{"product": "tv-55", "category": "Electronics/TV",
+                                         "price": 499.0}]})])
+    viewed_tvs = {"event": {"filter": {"type": "view", "category": "Electronics/TV"},
+                            "window": {"from_days_ago": 7, "to_days_ago": 0}}}
+    assert client.count_segment(viewed_tvs, as_of=now_s * 1000).count == 1  # glued: one person
+
+    list(client.split(identifier_=PHONE, actor="ann", reason="household phone"))
+
+    assert client.count_segment(viewed_tvs, as_of=now_s * 1000).count == 2
+    members = {m.person_id for m in client.export_segment(viewed_tvs, as_of=now_s * 1000)}
+    assert members == {"C-ANNA", client.resolve(BOB[1]).person.person_id}
+    anna, bob = client.get_profile(ANNA[0]), client.get_profile(BOB[0])
+    assert sorted(e.event_id for e in anna.events) == ["anna-order", f"tv-{ANNA[1]}"]
+    assert [e.event_id for e in bob.events] == [f"tv-{BOB[1]}"]
+    assert (anna.aggregates.orders_count, bob.aggregates.orders_count) == (1, 0)
