@@ -40,6 +40,7 @@ def anna_and_bob(client: IdentityClient) -> None:
     client.link(ANNA[0], ANNA[1], source="web", observed_at=T0, request_id="order-anna-1")
     client.link(ANNA[1], ANNA[2], ANNA[3], source="pos", observed_at=T0 + 1000,
                 request_id="order-anna-2")
+    client.link(ANNA[2], source="app", observed_at=T0 + 500, request_id="order-anna-seen")
     client.link("email:bob@example.org", "customer_id:C-BOB", source="web", observed_at=T0)
     refused = client.link("customer_id:C-BOB", ANNA[1], source="crm", observed_at=T0 + 2000,
                           request_id="order-anna-3")
@@ -51,7 +52,7 @@ def test_forget_leaves_no_trace_of_the_person_in_any_sub_database(make_server):
     with IdentityClient(server.address) as client:
         anna_and_bob(client)
         reply = client.forget(person_id="C-ANNA", actor="dpo", reason="erasure request 17")
-        assert (reply.identifiers, reply.links) == (4, 3)
+        assert (reply.identifiers, reply.links) == (4, 4)
         with pytest.raises(grpc.RpcError) as caught:
             client.resolve(ANNA[1])
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND
@@ -69,7 +70,7 @@ def test_the_log_keeps_tombstones_and_the_forget_itself_without_personal_data(cl
     client.forget(ANNA[2], actor="dpo", reason="erasure request 17")
     links = [item for batch in client.merge_log(include_actions=True) for item in batch.links]
     tombstones = [item for item in links if item.detail == "erased on request"]
-    assert len(tombstones) == 3
+    assert len(tombstones) == 4
     assert all(not t.link.request_id and t.erased_identifiers == 0 for t in tombstones)
     (action,) = [a for batch in client.merge_log(include_actions=True) for a in batch.actions]
     assert (action.actor, action.reason, action.kind) == ("dpo", "erasure request 17", 5)

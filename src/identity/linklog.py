@@ -100,8 +100,8 @@ class LogBatch:
         self._next = seq + 1
         key = _U64.pack(seq)
         self._records.append((key, encode(rec)))
-        if len(rec.nodes) > 1:
-            self._index += [(_U64.pack(node), key) for node in set(rec.nodes)]
+        # Every link is indexed, single-identifier sightings too: forget must find them all.
+        self._index += [(_U64.pack(node), key) for node in set(rec.nodes)]
         return seq
 
     def flush(self, tx: WriteTxn) -> None:
@@ -130,9 +130,8 @@ class LinkLog:
         tx.put("meta", _SEQ_KEY, _U64.pack(seq + 1))
         key = _U64.pack(seq)
         tx.put("links", key, encode(LinkRecord(seq, *_fields(rec))))
-        if len(rec.nodes) > 1:
-            for node in set(rec.nodes):
-                tx.put("node_links", _U64.pack(node), key)
+        for node in set(rec.nodes):  # single-identifier sightings too: forget finds them all
+            tx.put("node_links", _U64.pack(node), key)
         return seq
 
     def get(self, tx: Txn, seq: int) -> LinkRecord | None:
@@ -140,7 +139,7 @@ class LinkLog:
         return decode(seq, data) if data is not None else None
 
     def of_node(self, tx: Txn, node: int) -> list[LinkRecord]:
-        """Every link that joined ``node`` with another identifier, oldest first."""
+        """Every link that carried ``node`` (alone or with others), oldest first."""
         records = []
         for key in tx.duplicates("node_links", _U64.pack(node)):
             (seq,) = _U64.unpack(key)
