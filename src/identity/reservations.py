@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from identity.errors import NotFound
+from identity.eventful import EventfulNodes
 from identity.sendlog import SendLog
 from identity.store import Store, WriteTxn
 from identity.suppression import Decision, Draft, Reading, Suppression, TriggerCheck, Verdict
@@ -52,17 +53,19 @@ class ReservationStats:
 class Reservations:
     """Reserving checks over one store; stateless apart from the counters."""
 
-    def __init__(self, store: Store, suppression: Suppression, sends: SendLog):
+    def __init__(self, store: Store, suppression: Suppression, sends: SendLog,
+                 eventful: EventfulNodes | None = None):
         self.store = store
         self.suppression = suppression
         self.sends = sends
+        self.eventful = eventful  # skips event reads on the snapshot (never in the job)
         self.stats = ReservationStats()
 
     def check(self, check: TriggerCheck) -> Decision:
         """Decide and, on SEND, reserve; returns once the reservation is durable."""
         assert check.reserve
         with self.store.read() as tx:
-            draft = self.suppression.draft(tx, check)
+            draft = self.suppression.draft(tx, check, _caught_up(self.eventful))
         if draft.reading is None or draft.decision.verdict is not Verdict.SEND:
             self.stats.from_snapshot += 1
             return draft.decision
@@ -88,3 +91,10 @@ class Reservations:
         if members != reading.members:
             return False
         return self.sends.keys_since(tx, members, reading.horizon_ms) == reading.send_keys
+
+
+def _caught_up(eventful: EventfulNodes | None) -> EventfulNodes | None:
+    """``eventful`` refreshed now, after the snapshot opened (so it marks nothing unseen)."""
+    if eventful is not None:
+        eventful.refresh()
+    return eventful

@@ -209,8 +209,12 @@ class Suppression:
             return self.reserve(tx, check, draft)
         return draft.decision
 
-    def draft(self, tx: Txn, check: TriggerCheck) -> Draft:
-        """The decision without reserving, and what it read (none for replays, unknowns)."""
+    def draft(self, tx: Txn, check: TriggerCheck,
+              eventful: Callable[[int], bool] | None = None) -> Draft:
+        """The decision without reserving, and what it read (none for replays, unknowns).
+
+        ``eventful`` as for ``decide``; only for read snapshots, never inside a write job
+        (the event columns learn of a write only once its group has committed)."""
         if check.idempotency_key:
             seen = self.sends.remembered(tx, check.idempotency_key)
             if seen is not None and seen.decision:
@@ -223,7 +227,7 @@ class Suppression:
                 ReasonCode.UNKNOWN_IDENTIFIER, f"{check.identifier} is not known"),),
                 rule=rule.name))
         decision, address_node, reading = self.decide(tx, self.graph.root_of(tx, node), check,
-                                                      rule)
+                                                      rule, eventful)
         return Draft(decision, rule, address_node, reading)
 
     def reserve(self, tx: WriteTxn, check: TriggerCheck, draft: Draft,

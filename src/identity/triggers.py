@@ -80,8 +80,9 @@ class Triggers:
         self.sends = SendLog()
         self.suppression = Suppression(graph, self.rules, self.sends, tracking.events,
                                        tracking.orders, tracking.profiles)
-        self.reservations = Reservations(store, self.suppression, self.sends)
-        self.eventful = EventfulNodes(tracking.columns)  # audiences skip event-less nodes
+        # checks on snapshots and audiences skip reading nodes that have no such events
+        self.eventful = EventfulNodes(tracking.columns)
+        self.reservations = Reservations(store, self.suppression, self.sends, self.eventful)
         self.segments: Segmentation | None = None
         self._segment_cache: dict[tuple[str, int], tuple[float, object]] = {}
         with store.read() as tx:
@@ -127,7 +128,8 @@ class Triggers:
         if check.reserve:  # decided on a snapshot, re-validated and reserved in the writer
             return self.reservations.check(check)
         with self.store.read() as tx:
-            return self.suppression.check(tx, check)
+            self.eventful.refresh()  # after the snapshot opened: it holds all it marks
+            return self.suppression.draft(tx, check, self.eventful).decision
 
     # -- RecordSend --------------------------------------------------------
 
