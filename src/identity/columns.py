@@ -25,18 +25,30 @@ event has it).
     amount    float32  product events: price x quantity; order: total; line: price x quantity
     quantity  uint16   product events and lines (saturates at 65535); 0 otherwise
     order     uint32   order ref: one number per shop order id, shared by every sighting
-                       (site and POS) and by its cancellation; 0 when not an order event
+                       (site and POS) and by its cancellation; custom event and its
+                       PROPERTY rows: the event's seq (low 32 bits); 0 otherwise
     label     uint32   search: phrase (trimmed, lower-cased); ad and message: campaign;
-                       custom: event name; order and its lines: cuisine
-    place     uint32   order and its lines: store, else restaurant; ad: advertiser
+                       custom and its properties: event name; order and its lines: cuisine
+    place     uint32   order and its lines: store; ad: advertiser; property: its key
+    detail    uint32   ad: ad id; order and its lines: meal type; property: its value
+                       (canonical text, see ``property_text``)
+    city      uint32   order and its lines: delivery city
+    venue     uint32   order and its lines: restaurant
+
+``PROPERTY`` (101) rows carry one property of a custom event each (key in ``place``,
+value in ``detail``), beside the event's own row, as ``ORDER_LINE`` rows do for orders.
 
 Recipes. Orders counted once: ``np.unique(order[type == ORDER])``; cancelled ones:
 ``np.isin(order, order[type == ORDER_CANCELLED])``; a site and a POS sighting of one
 order are two ORDER rows with the same ``order`` (keep one per (person, order)).
 Events per person in a window: ``np.bincount(person_of_node[node[mask]])``.
 
-Block layout (little-endian): ``b"EVC1"``, u32 row count, then each column's values
-in schema order. Keys are u64 big-endian block numbers, so blocks load in commit order.
+Block layout (little-endian): ``b"EVC2"``, u32 row count, then each column's values
+in schema order. Blocks written before ``detail``, ``city`` and ``venue`` existed
+(``b"EVC1"``: the first 13 columns) still load: the new columns read as 0 (their
+events match no filter on ad id, meal type, delivery city or property), and their
+order rows, whose ``place`` held the store or else the restaurant, copy ``place``
+into ``venue`` so a restaurant filter still finds them. Keys are u64 big-endian block numbers, so blocks load in commit order.
 ``compact`` merges runs of small blocks (a unary ``Track`` writes one per call); the
 service runs it at start-up when small blocks have piled up, before ``load``.
 """
@@ -51,7 +63,8 @@ import numpy as np
 
 from identity.store import Txn, WriteTxn
 
-__all__ = ["COLUMNS", "ORDER_LINE", "ROW_DTYPE", "ColumnView", "EventColumns"]
+__all__ = ["COLUMNS", "ORDER_LINE", "PROPERTY", "ROW_DTYPE", "ColumnView", "EventColumns",
+           "property_text"]
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("node", "<u4"),
@@ -67,12 +80,17 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("order", "<u4"),
     ("label", "<u4"),
     ("place", "<u4"),
+    ("detail", "<u4"),
+    ("city", "<u4"),
+    ("venue", "<u4"),
 )
 ROW_DTYPE = np.dtype(list(COLUMNS))
 ORDER_LINE = 100
+PROPERTY = 101
 COMPACT_ROWS = 1 << 16
 
-_MAGIC = b"EVC1"
+_MAGIC = b"EVC2"
+_MAGIC_V1, _V1_COLUMNS = b"EVC1", 13
 _HEAD = struct.Struct("<4sI")
 _BLOCK_KEY = struct.Struct(">Q")
 _NEXT_BLOCK = b"next_column_block"
@@ -87,15 +105,31 @@ def pack_block(rows: Sequence[tuple]) -> bytes:
     return b"".join(parts)
 
 
+def property_text(value: object) -> str:
+    """The text a custom property is indexed (and compared) by: ``true``, ``3``, ``2.5``, text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def unpack_block(data: bytes) -> dict[str, np.ndarray]:
-    """One column block -> read-only arrays that share its memory."""
+    """One column block -> read-only arrays that share its memory (zeros for columns
+    an older block lacks)."""
     magic, count = _HEAD.unpack_from(data)
-    if magic != _MAGIC:
+    if magic not in (_MAGIC, _MAGIC_V1):
         raise ValueError(f"not a column block: {bytes(magic)!r}")
     out, offset = {}, _HEAD.size
-    for name, dtype in _DTYPES.items():
+    for i, (name, dtype) in enumerate(_DTYPES.items()):
+        if magic == _MAGIC_V1 and i >= _V1_COLUMNS:
+            out[name] = np.zeros(count, dtype)
+            continue
         out[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
         offset += count * dtype.itemsize
+    if magic == _MAGIC_V1:  # place was "store, else restaurant" for orders and lines
+        orders = (out["type"] == 5) | (out["type"] == ORDER_LINE)
+        out["venue"] = np.where(orders, out["place"], 0).astype(_DTYPES["venue"])
     return out
 
 

@@ -40,7 +40,7 @@ ATTRIBUTES = ("gender", "age", "city", "language", "time_zone", "name", "birth_d
 IDENTIFIER_KINDS = ("customer_id", "email", "phone", "loyalty_card", "crm_id", "device_id")
 CONSENT_CHANNELS = ("app", "web", "pos", "email", "push", "sms")
 MEASURES = ("count", "amount", "distinct_products")
-ORDER_KEYS = ("cuisine", "restaurant", "store")
+ORDER_KEYS = ("cuisine", "restaurant", "meal_type", "delivery_city", "store")
 MAX_NODES = 1000
 MAX_DEPTH = 32
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -80,6 +80,8 @@ class EventFilter:
     campaign: str = ""
     channel: str = ""
     order: tuple[tuple[str, str], ...] = ()
+    ad: str = ""
+    properties: tuple[tuple[str, str], ...] = ()  # custom: key -> value, all must hold
 
 
 @dataclass(frozen=True)
@@ -314,15 +316,21 @@ def _filter(body: Any, path: str, need_type: bool) -> EventFilter:
                        + ", ".join(ORDER_KEYS) + ")")
         if not isinstance(value, str) or not value.strip():
             raise _bad(f"{path}.order.{key}", "must be non-empty text")
-    if body.get("ad"):
-        raise _bad(f"{path}.ad", "ad ids are not indexed for segments; filter by campaign")
-    if body.get("properties"):
-        raise _bad(f"{path}.properties", "custom properties are not indexed for segments")
+    properties = body.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise _bad(f"{path}.properties", "must map property names to values")
+    for key, value in properties.items():
+        if not isinstance(key, str) or not key.strip():
+            raise _bad(f"{path}.properties", "property names must be non-empty text")
+        if not isinstance(value, str) or not value.strip():
+            raise _bad(f"{path}.properties.{key}", "must be non-empty text (numbers and "
+                       "true/false as text)")
     result = EventFilter(
         kind, name, tuple(p.strip() for p in products), _text(body, "category", path),
         _text(body, "brand", path), equals, contains, _text(body, "advertiser", path),
         _text(body, "campaign", path), channel,
-        tuple(sorted((k, v.strip()) for k, v in order.items())))
+        tuple(sorted((k, v.strip()) for k, v in order.items())), _text(body, "ad", path),
+        tuple(sorted((k.strip(), v.strip()) for k, v in properties.items())))
     _check_applies(result, path)
     return result
 
@@ -338,6 +346,8 @@ def _check_applies(f: EventFilter, path: str) -> None:
         ("advertiser", bool(f.advertiser), f.type.startswith("ad_")),
         ("campaign", bool(f.campaign), f.type.startswith(("ad_", "message_"))),
         ("order", bool(f.order), f.type == "order"),
+        ("ad", bool(f.ad), f.type.startswith("ad_")),
+        ("properties", bool(f.properties), f.type == "custom"),
     ]
     for key, used, allowed in rules:
         if used and not allowed:
@@ -365,7 +375,7 @@ def _abandoned(body: dict, path: str, _cells: tuple[str, ...]) -> AbandonedLeaf:
     _fields(body, path, ("filter", "window", "cart_only", "count"))
     flt = _filter(body.get("filter"), f"{path}.filter", need_type=False)
     if flt.type or flt.name or flt.search_equals or flt.search_contains or flt.advertiser \
-            or flt.campaign or flt.order:
+            or flt.campaign or flt.order or flt.ad or flt.properties:
         raise _bad(f"{path}.filter", "abandoned items filter by product_ids, category, brand "
                    "and channel only")
     count = _range(body["count"], f"{path}.count", 0) if body.get("count") is not None \

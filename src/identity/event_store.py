@@ -20,7 +20,7 @@ import heapq
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 
-from identity.columns import ORDER_LINE, EventColumns
+from identity.columns import ORDER_LINE, PROPERTY, EventColumns, property_text
 from identity.errors import InvalidArgument
 from identity.event_codec import decode, encode, encode_product
 from identity.events import Event, EventType, Order, StoredEvent
@@ -115,7 +115,8 @@ class EventStore:
                     event.event_id, kind, event.channel, source, product, category, brand,
                     p.price, p.quantity)))
                 rows.append((node, time_ms // 1000, kind, event.channel, 0, product, category,
-                             brand, p.price * p.quantity, min(p.quantity, 65535), 0, 0, 0))
+                             brand, p.price * p.quantity, min(p.quantity, 65535), 0, 0, 0,
+                             0, 0, 0))
             else:
                 records.append((key, encode(event.event_id, kind, event.channel, event.source,
                                             p, sid)))
@@ -174,30 +175,35 @@ class EventStore:
         if kind is EventType.ORDER:
             order: Order = p
             ref = self.orders.placed(tx, node, order, time_ms)
-            cuisine = sid(order.cuisine)
-            place = sid(order.store or order.restaurant)
-            rows.append((node, t, kind, channel, 0, 0, 0, 0, order.amount, 0, ref, cuisine, place))
+            cuisine, store, meal = sid(order.cuisine), sid(order.store), sid(order.meal_type)
+            city, venue = sid(order.delivery_city), sid(order.restaurant)
+            rows.append((node, t, kind, channel, 0, 0, 0, 0, order.amount, 0, ref, cuisine, store,
+                         meal, city, venue))
             for line in order.lines:
                 rows.append((node, t, ORDER_LINE, channel, 0, sid(line.product_id),
                              sid(line.category), sid(line.brand), line.price * line.quantity,
-                             min(line.quantity, 65535), ref, cuisine, place))
+                             min(line.quantity, 65535), ref, cuisine, store, meal, city, venue))
         elif kind is EventType.ORDER_CANCELLED:
             ref = self.orders.cancelled(tx, p.order_id, time_ms)
-            rows.append((node, t, kind, channel, 0, 0, 0, 0, 0.0, 0, ref, 0, 0))
+            rows.append((node, t, kind, channel, 0, 0, 0, 0, 0.0, 0, ref, 0, 0, 0, 0, 0))
         elif kind is EventType.SEARCH:
             rows.append((node, t, kind, channel, 0, 0, 0, 0, 0.0, 0, 0,
-                         sid(p.phrase.strip().lower()), 0))
+                         sid(p.phrase.strip().lower()), 0, 0, 0, 0))
         elif kind is EventType.AD:
             rows.append((node, t, kind, channel, p.action, sid(p.product_id), 0, 0, 0.0, 0, 0,
-                         sid(p.campaign), sid(p.advertiser)))
+                         sid(p.campaign), sid(p.advertiser), sid(p.ad_id), 0, 0))
         elif kind is EventType.MESSAGE:
             rows.append((node, t, kind, channel, p.action, 0, 0, 0, 0.0, 0, 0,
-                         sid(p.campaign), 0))
+                         sid(p.campaign), 0, 0, 0, 0))
         elif kind is EventType.CUSTOM:
-            rows.append((node, t, kind, channel, 0, 0, 0, 0, 0.0, 0, 0, sid(p.name), 0))
+            name, tie = sid(p.name), seq & 0xFFFFFFFF  # tie: PROPERTY rows -> their event
+            rows.append((node, t, kind, channel, 0, 0, 0, 0, 0.0, 0, tie, name, 0, 0, 0, 0))
+            for key, value in p.properties:  # one PROPERTY row each, for equality filters
+                rows.append((node, t, PROPERTY, channel, 0, 0, 0, 0, 0.0, 0, tie, name, sid(key),
+                             sid(property_text(value)), 0, 0))
         else:
             self._update_attributes(tx, node, time_ms, seq, p)
-            rows.append((node, t, kind, channel, 0, 0, 0, 0, 0.0, 0, 0, 0, 0))
+            rows.append((node, t, kind, channel, 0, 0, 0, 0, 0.0, 0, 0, 0, 0, 0, 0, 0))
 
     def _update_attributes(self, tx: WriteTxn, node: int, time_ms: int, seq: int, a) -> None:
         state = self.node_attributes(tx, node)

@@ -78,6 +78,7 @@ class Segmentation:
         with store.read() as tx:
             self.population.load(tx)
             self.tags.load(tx)
+        self.engine.index.sync()  # sort the stored events by type and time once, at start
 
     # -- trees -------------------------------------------------------------
 

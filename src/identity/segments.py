@@ -1,12 +1,13 @@
 """The segment engine: a condition tree evaluated as numpy operations over whole columns.
 
-Every leaf becomes a boolean array over persons (indexed by root node, see
-``identity.population``): event leaves select rows of one type (a row index per
-type, extended as batches arrive), filter them with vectorised comparisons, map
-rows to persons with ``root[node]`` and count with ``np.bincount``; groups are
-boolean algebra. Nothing loops in Python over persons or events. Relative windows
-are turned into UTC bounds at query time from calendar days in the configured
-time zone (``identity.localdays``), so a segment is never stale.
+Every leaf becomes an array over persons (indexed by root node, see
+``identity.population``). Event leaves read the rows of one type in their window as
+a slice of that type's time-sorted part (``identity.event_index``), filter them with
+table lookups over interned-string ids, map rows to persons with ``root[node]`` and
+count with ``np.bincount``; aggregates reduce per-node facts the index keeps current
+to per-person ones; groups are boolean algebra. Nothing loops in Python over persons
+or events. Relative windows are turned into UTC bounds at query time from calendar
+days in the configured time zone (``identity.localdays``), so a segment is never stale.
 
 Meanings: windows are inclusive and end at ``as_of`` at the latest; counts are of
 distinct events after identity merge (an order seen on the site and at the till is
@@ -25,12 +26,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from identity.columns import ORDER_LINE, ColumnView, EventColumns
+from identity.columns import ORDER_LINE, PROPERTY, EventColumns
 from identity.conditions import (
     EVENT_TYPES, IDENTIFIER_KINDS, AbandonedLeaf, AggregateLeaf, AttributeLeaf, CohortLeaf,
     EventFilter, EventLeaf, Group, Node, Range, ReachableLeaf, SegmentLeaf, TagLeaf, Window,
 )
 from identity.errors import InvalidArgument
+from identity.event_index import ORDER, EventIndex, State
 from identity.localdays import LocalDays
 from identity.population import CONSENT_SLOT, SLOTS, Population
 from identity.rfm import CohortMatrix, quintile_scores
@@ -40,9 +42,17 @@ from identity.tags import TagStore
 
 __all__ = ["SegmentEngine", "Evaluation"]
 
-ORDER, CANCELLED = 5, 6
 CHANNELS = {"app": 1, "web": 2, "pos": 3, "email": 4, "push": 5, "sms": 6}
 _CACHE_SIZE = 256
+# order parameter -> column of ORDER and line rows (``identity.columns``)
+ORDER_COLUMNS = {"cuisine": "label", "store": "place", "meal_type": "detail",
+                 "delivery_city": "city", "restaurant": "venue"}
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Multiplicative hash of non-negative int64 keys to ``bits`` bits."""
+    return (keys.astype(np.uint64) * _GOLDEN >> np.uint64(64 - bits)).astype(np.intp)
 
 
 @dataclass
@@ -107,49 +117,38 @@ def _matches(how: str, candidate: str, want: str) -> bool:
 
 
 class SegmentEngine:
-    """Evaluates parsed trees over the event columns, the population and the tags."""
+    """Evaluates parsed trees over the event index, the population and the tags."""
 
     def __init__(self, columns: EventColumns, strings: StringDictionary, population: Population,
                  tags: TagStore, days: LocalDays, matrix: CohortMatrix):
         self.columns, self.population, self.tags = columns, population, tags
         self.days, self.matrix = days, matrix
         self.text = _TextIndex(strings)
+        self.index = EventIndex(columns)
         self._lock = threading.Lock()
-        self._type_rows: dict[int, np.ndarray] = {}
-        self._typed_upto = 0
         self._cache: OrderedDict[tuple, object] = OrderedDict()
 
     # -- the query ---------------------------------------------------------
 
     def evaluate(self, tx: Txn, tree: Node, as_of_ms: int,
                  resolve: Callable[[SegmentLeaf], Node], explain: bool = False) -> Evaluation:
-        cols = self.columns.snapshot()
-        self.population.refresh(tx, cols.node, cols.type)
-        q = _Query(self, cols, self.population.roots(), as_of_ms // 1000, resolve, explain)
+        q = self._query(tx, as_of_ms, resolve, explain)
         members = q.node(tree) & q.persons
         return Evaluation(members, int(np.count_nonzero(q.persons)), q.explained)
 
     def cohort_cells(self, tx: Txn, as_of_ms: int) -> np.ndarray:
         """Every person's RF cell index (-1: none), by root node, as of a time."""
-        cols = self.columns.snapshot()
-        self.population.refresh(tx, cols.node, cols.type)
-        q = _Query(self, cols, self.population.roots(), as_of_ms // 1000, lambda leaf: leaf,
-                   False)
-        return np.where(q.persons, q.cohorts()["cell"], -1)
+        q = self._query(tx, as_of_ms, lambda leaf: leaf, False)
+        return np.where(q.persons, q.cells(), -1)
 
-    def rows_of_type(self, cols: ColumnView, code: int) -> np.ndarray:
-        """Row indices of one type, in commit order; extended incrementally."""
-        with self._lock:
-            size = cols.rows
-            if size > self._typed_upto:
-                fresh = cols.type[self._typed_upto : size]
-                for t in np.unique(fresh).tolist():
-                    add = np.flatnonzero(fresh == t) + self._typed_upto
-                    old = self._type_rows.get(t)
-                    self._type_rows[t] = add if old is None else np.concatenate([old, add])
-                self._typed_upto = size
-            rows = self._type_rows.get(code, np.zeros(0, dtype=np.int64))
-            return rows[: np.searchsorted(rows, size)]
+    def _query(self, tx: Txn, as_of_ms: int, resolve: Callable[[SegmentLeaf], Node],
+               explain: bool) -> _Query:
+        state = self.index.sync()
+        self.population.refresh(tx, state.cols.node, state.cols.type)
+        root = self.population.roots()
+        if len(root) < len(state.last_seen):  # nodes committed a moment ago: in no person yet
+            root = _fit(root, len(state.last_seen), 0)
+        return _Query(self, state, root, as_of_ms // 1000, resolve, explain)
 
     def cached(self, key: tuple, compute: Callable[[], object]) -> object:
         with self._lock:
@@ -168,21 +167,51 @@ class SegmentEngine:
             self._cache.clear()
 
 
-class _Query:
-    """The state of one evaluation: a snapshot of rows and roots, bounds, results by path."""
+def _fit(values: np.ndarray, n: int, fill) -> np.ndarray:
+    """A per-node array cut or padded to ``n`` nodes."""
+    if len(values) >= n:
+        return values[:n]
+    out = np.full(n, fill, dtype=values.dtype)
+    out[: len(values)] = values
+    return out
 
-    def __init__(self, engine: SegmentEngine, cols: ColumnView, root: np.ndarray, as_of: int,
+
+def _sum(index: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """``np.bincount`` with weights, always float64 (even over no rows)."""
+    return np.bincount(index, weights=weights, minlength=n).astype(np.float64, copy=False)
+
+
+def _latest(key: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Indices of the latest row of each key (ties: the later row)."""
+    if not len(key):
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(len(key)), time, key))
+    return order[np.r_[key[order][1:] != key[order][:-1], True]]
+
+
+def _isin(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``np.isin`` for interned-string ids: a lookup table over the ids' range, no sort."""
+    if not len(ids):
+        return np.zeros(len(values), dtype=bool)
+    return np.isin(values, ids, kind="table")
+
+
+class _Query:
+    """The state of one evaluation: the index state, roots, bounds, results by path."""
+
+    def __init__(self, engine: SegmentEngine, state: State, root: np.ndarray, as_of: int,
                  resolve: Callable[[SegmentLeaf], Node], explain: bool):
-        self.e, self.cols, self.root, self.as_of = engine, cols, root, as_of
+        self.e, self.st, self.cols, self.root, self.as_of = engine, state, state.cols, root, as_of
         self.n = len(root)
         ids = np.arange(self.n)
-        self.persons = (root == ids) & (ids > 0)
+        self.is_root = root == ids
+        self.persons = self.is_root & (ids > 0)
         self.today = engine.days.day_of(as_of)
         self.resolve = resolve
         self.explain = explain
         self.explained: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-        self.version = (cols.rows, engine.population.version, engine.tags.version)
-        self.max_time = int(cols.time.max()) if cols.rows else 0
+        self.version = (state.cols.rows, engine.population.version, engine.tags.version)
+        self.max_time = max(state.max_time, 0)
         self._stack: list[str] = []
 
     # -- tree --------------------------------------------------------------
@@ -208,11 +237,13 @@ class _Query:
             self.explained[node.path] = (result, measured)
         return result
 
-    def _bounds_key(self, node: Node) -> tuple[int, ...]:
+    def _bounds_key(self, node: Node) -> tuple[object, ...]:
         """What a leaf's value depends on besides itself and the data."""
         as_of = min(self.as_of, self.max_time)
-        if isinstance(node, (EventLeaf, AbandonedLeaf)):
+        if isinstance(node, EventLeaf):
             return (*self.window(node.window), as_of)
+        if isinstance(node, AbandonedLeaf):  # explained: exact counts, not just yes/no
+            return (*self.window(node.window), as_of, self.explain)
         if isinstance(node, (AggregateLeaf, CohortLeaf)):
             return (as_of, self.today)
         if isinstance(node, AttributeLeaf):
@@ -253,24 +284,10 @@ class _Query:
             hi = min(hi, days.start(self.today - w.to_days_ago + 1) - 1)
         return lo, hi
 
-    def cancelled(self) -> np.ndarray:
-        rows = self.e.rows_of_type(self.cols, CANCELLED)
-        rows = rows[self.cols.time[rows] <= self.as_of]
-        return np.unique(self.cols.order[rows])
-
-    def rows(self, f: EventFilter, w: Window, code: int, action: int = 0) -> np.ndarray:
-        """Row indices of type ``code`` matching the filter in the window."""
-        c = self.cols
-        rows = self.e.rows_of_type(c, code)
-        lo, hi = self.window(w)
-        t = c.time[rows]
-        rows = rows[(t >= lo) & (t <= hi)]
-        tests: list[tuple[str, np.ndarray]] = []
-        if action:
-            rows = rows[c.action[rows] == action]
-        if f.channel:
-            rows = rows[c.channel[rows] == CHANNELS[f.channel]]
+    def _tests(self, f: EventFilter) -> list[tuple[str, np.ndarray]]:
+        """(column, wanted string ids) for every text filter of ``f``."""
         text = self.e.text
+        tests: list[tuple[str, np.ndarray]] = []
         if f.product_ids:
             tests.append(("product", np.concatenate([text.ids("exact", p) for p in f.product_ids])))
         if f.category:
@@ -285,78 +302,175 @@ class _Query:
             tests.append(("label", text.ids("equals", f.campaign)))
         if f.advertiser:
             tests.append(("place", text.ids("equals", f.advertiser)))
+        if f.ad:
+            tests.append(("detail", text.ids("exact", f.ad)))
         if f.name:
             tests.append(("label", text.ids("exact", f.name)))
         for key, value in f.order:
-            tests.append(("label" if key == "cuisine" else "place", text.ids("equals", value)))
+            tests.append((ORDER_COLUMNS[key], text.ids("equals", value)))
+        return tests
+
+    def select(self, code: int, f: EventFilter, w: Window, action: int = 0,
+               extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Columns (``node``, ``time``, ``person`` and ``extra``) of the rows of type ``code``
+        in the window that match the filter, belong to a person and, for orders and their
+        lines, were not cancelled as of ``as_of``."""
+        lo, hi = self.window(w)
+        tests = self._tests(f)
+        orders = code in (ORDER, ORDER_LINE)
+        names = {"node", "time", *extra, *(column for column, _ in tests)}
+        if action:
+            names.add("action")
+        if f.channel:
+            names.add("channel")
+        if orders:
+            names.add("order")
+        data = self.st.part(code).select(self.cols, lo, hi, tuple(sorted(names)))
+        person = self.root[data["node"]] if len(data["node"]) else np.zeros(0, np.int64)
+        keep = person > 0
+        if action:
+            keep &= data["action"] == action
+        if f.channel:
+            keep &= data["channel"] == CHANNELS[f.channel]
         for column, ids in tests:
-            rows = rows[np.isin(c[column][rows], ids)]
-        if code in (ORDER, ORDER_LINE) and len(rows):
-            rows = rows[~np.isin(c.order[rows], self.cancelled())]
-        return rows
+            keep &= _isin(data[column], ids)
+        if orders and len(keep):
+            keep &= self.st.cancel_time[data["order"]] > self.as_of
+        data["person"] = person
+        if not keep.all():
+            data = {name: values[keep] for name, values in data.items()}
+        return data
 
     # -- leaves ------------------------------------------------------------
 
     def event(self, leaf: EventLeaf) -> tuple[np.ndarray, np.ndarray]:
         f = leaf.filter
         code, action = EVENT_TYPES[f.type]
-        lines = code == ORDER and bool(f.product_ids or f.category or f.brand
-                                       or leaf.measure == "distinct_products")
-        rows = self.rows(f, leaf.window, ORDER_LINE if lines else code, action)
-        c = self.cols
-        person = self.root[c.node[rows]]
-        keep = person > 0
-        rows, person = rows[keep], person[keep]
-        if leaf.measure == "distinct_products":
-            product = c.product[rows].astype(np.int64)
-            known = product > 0
-            keys = np.unique((person[known] << 32) | product[known])
-            values = np.bincount(keys >> 32, minlength=self.n).astype(np.float64)
-        elif code == ORDER:
-            # one order (or order line) per person however many sightings it has
-            key = (person << 32) | c.order[rows].astype(np.int64)
-            if leaf.measure == "amount":
-                if lines:  # each line once: (person, order, product)
-                    pairs = np.stack([key, c.product[rows].astype(np.int64)], axis=1)
-                    _, first = np.unique(pairs, axis=0, return_index=True)
-                else:
-                    _, first = np.unique(key, return_index=True)
-                values = np.bincount(person[first], weights=c.amount[rows[first]],
-                                     minlength=self.n)
-            else:
-                values = np.bincount(np.unique(key) >> 32, minlength=self.n)
-                values = values.astype(np.float64)
-        elif leaf.measure == "amount":
-            values = np.bincount(person, weights=c.amount[rows], minlength=self.n)
+        if f.properties:
+            values = self.custom_with_properties(leaf)
         else:
-            values = np.bincount(person, minlength=self.n).astype(np.float64)
+            lines = code == ORDER and bool(f.product_ids or f.category or f.brand
+                                           or leaf.measure == "distinct_products")
+            extra = ("amount",) if leaf.measure == "amount" else \
+                ("product",) if leaf.measure == "distinct_products" or lines else ()
+            d = self.select(ORDER_LINE if lines else code, f, leaf.window, action, extra)
+            person = d["person"]
+            if leaf.measure == "distinct_products":
+                values = self._distinct_pairs(person, d["product"])
+            elif code == ORDER:
+                values = self._orders(d, lines, leaf.measure == "amount")
+            elif leaf.measure == "amount":
+                values = _sum(person, d["amount"], self.n)
+            else:
+                values = np.bincount(person, minlength=self.n).astype(np.float64)
         if leaf.not_happened:
             return values == 0, values
         return _in_range(values, leaf.count), values
 
+    def _distinct_pairs(self, person: np.ndarray, product: np.ndarray) -> np.ndarray:
+        known = product > 0
+        keys = np.unique((person[known] << 32) | product[known].astype(np.int64))
+        return np.bincount(keys >> 32, minlength=self.n).astype(np.float64)
+
+    def _orders(self, d: dict[str, np.ndarray], lines: bool, amount: bool) -> np.ndarray:
+        """Per person: distinct orders (or their amount) among selected ORDER or line rows.
+
+        A plain order has one ORDER row, so its rows are its person's alone: ORDER rows
+        count as they are, line rows through a bitmap of refs. Orders seen twice are
+        resolved by (person, ref) over their few rows, keeping the latest sighting."""
+        n, person, ref = self.n, d["person"], d["order"].astype(np.int64)
+        special = self.st.special[ref]
+        plain = ~special
+        if amount:
+            values = _sum(person[plain], d["amount"][plain], n)
+        elif lines:
+            owner = np.zeros(len(self.st.special), dtype=np.int64)
+            owner[ref[plain]] = person[plain]  # every row of a plain ref has one person
+            seen = np.zeros(len(self.st.special), dtype=bool)
+            seen[ref[plain]] = True
+            values = np.bincount(owner[seen], minlength=n).astype(np.float64)
+        else:
+            values = np.bincount(person[plain], minlength=n).astype(np.float64)
+        if special.any():
+            sp, sr, st = person[special], ref[special], d["time"][special]
+            key = (sp << 32) | sr
+            if amount and lines:  # each (order, product) once, from one sighting
+                pairs = np.stack([key, d["product"][special].astype(np.int64)], axis=1)
+                _, pick = np.unique(pairs, axis=0, return_index=True)
+                values += _sum(sp[pick], d["amount"][special][pick], n)
+            elif amount:  # the latest sighting's amount
+                last = _latest(key, st)
+                values += _sum(sp[last], d["amount"][special][last], n)
+            else:
+                values += np.bincount(np.unique(key) >> 32, minlength=n)
+        return values
+
+    def custom_with_properties(self, leaf: EventLeaf) -> np.ndarray:
+        """Per person: custom events of the name whose properties all equal the wanted ones.
+
+        PROPERTY rows carry the event's seq in ``order``; an event matches when each of
+        the wanted keys has a row with the wanted value."""
+        f = leaf.filter
+        text = self.e.text
+        d = self.select(PROPERTY, replace(f, properties=()), leaf.window, 0,
+                        ("order", "place", "detail"))
+        hit = np.zeros(len(d["order"]), dtype=bool)
+        for key, value in f.properties:
+            hit |= _isin(d["place"], text.ids("exact", key)) \
+                & _isin(d["detail"], text.ids("equals", value))
+        seq = d["order"][hit].astype(np.int64)
+        person = d["person"][hit]
+        events, first, matched = np.unique(seq, return_index=True, return_counts=True)
+        whole = first[matched == len(f.properties)]
+        return np.bincount(person[whole], minlength=self.n).astype(np.float64)
+
     def abandoned(self, leaf: AbandonedLeaf) -> tuple[np.ndarray, np.ndarray]:
-        c = self.cols
-        looked = [self.rows(leaf.filter, leaf.window, 2)]
+        """Items looked at in the window and not ordered at or after the last look.
+
+        (person, product) keys of looks are checked against those of order lines with a
+        hashed bitmap: a look whose bit is unset was never bought; the few others are
+        checked exactly against the few lines whose bits their keys set."""
+        looks = [self.select(2, leaf.filter, leaf.window, 0, ("product",))]
         if not leaf.cart_only:
-            looked.append(self.rows(leaf.filter, leaf.window, 1))
-        rows = np.concatenate(looked)
-        person = self.root[c.node[rows]]
-        keep = (person > 0) & (c.product[rows] > 0)
-        rows, person = rows[keep], person[keep]
-        key = (person << 32) | c.product[rows].astype(np.int64)
-        viewed = np.unique(key)
-        last_look = np.zeros(len(viewed), dtype=np.int64)
-        np.maximum.at(last_look, np.searchsorted(viewed, key), c.time[rows].astype(np.int64))
-        bought = self.rows(EventFilter(), Window(), ORDER_LINE)
-        bperson = self.root[c.node[bought]]
-        bkey = (bperson << 32) | c.product[bought].astype(np.int64)
-        inside = np.isin(bkey, viewed)
-        last_buy = np.full(len(viewed), -1, dtype=np.int64)
-        np.maximum.at(last_buy, np.searchsorted(viewed, bkey[inside]),
-                      c.time[bought[inside]].astype(np.int64))
-        left = viewed[last_buy < last_look]
-        values = np.bincount(left >> 32, minlength=self.n).astype(np.float64)
-        return _in_range(values, leaf.count), values
+            looks.append(self.select(1, leaf.filter, leaf.window, 0, ("product",)))
+        person = np.concatenate([d["person"] for d in looks])
+        product = np.concatenate([d["product"] for d in looks]).astype(np.int64)
+        time = np.concatenate([d["time"] for d in looks]).astype(np.int64)
+        keep = product > 0
+        person, product, time = person[keep], product[keep], time[keep]
+        bought = self.select(ORDER_LINE, EventFilter(), Window(), 0, ("product",))
+        bperson, bproduct = bought["person"], bought["product"].astype(np.int64)
+        width = int(max(product.max(initial=0), bproduct.max(initial=0))) + 1
+        look_key = person * width + product
+        buy_key = bperson * width + bproduct
+        bits = int(min(26, max(16, (16 * len(buy_key)).bit_length())))
+        look_hash, buy_hash = _hash(look_key, bits), _hash(buy_key, bits)
+        bitmap = np.zeros(1 << bits, dtype=bool)
+        bitmap[buy_hash] = True
+        maybe = np.flatnonzero(bitmap[look_hash])
+        left = np.ones(len(look_key), dtype=bool)
+        if len(maybe):
+            bitmap[:] = False
+            bitmap[look_hash[maybe]] = True
+            near = bitmap[buy_hash]
+            keys, times = buy_key[near], bought["time"][near].astype(np.int64)
+            order = np.lexsort((times, keys))
+            keys, times = keys[order], times[order]
+            last = np.r_[keys[1:] != keys[:-1], True]
+            keys, times = keys[last], times[last]  # latest purchase per key
+            at = np.minimum(np.searchsorted(keys, look_key[maybe]), max(len(keys) - 1, 0))
+            found = (keys[at] == look_key[maybe]) if len(keys) else np.zeros(len(maybe), bool)
+            latest = np.where(found, times[at] if len(keys) else -1, -1)
+            left[maybe] = time[maybe] > latest
+        rng = leaf.count
+        if not self.explain and rng.max is None and (rng.min is None or rng.min <= 1):
+            has = np.zeros(self.n, dtype=bool)
+            has[person[left]] = True
+            values = has.astype(np.float64)  # 1: at least one item (exact count not needed)
+        else:
+            values = np.bincount(np.unique(look_key[left]) // width,
+                                 minlength=self.n).astype(np.float64)
+        return _in_range(values, rng), values
 
     def attribute(self, leaf: AttributeLeaf) -> np.ndarray:
         pop = self.e.population
@@ -385,53 +499,91 @@ class _Query:
         key = ("aggregates", min(self.as_of, self.max_time), self.today, self.version)
         return self.e.cached(key, self._aggregates)  # type: ignore[return-value]
 
+    def _person_sum(self, per_node: np.ndarray) -> np.ndarray:
+        return np.bincount(self.root, weights=_fit(per_node, self.n, 0.0), minlength=self.n)
+
+    def _person_max(self, per_node: np.ndarray) -> np.ndarray:
+        """Per person: the max over its nodes (-1 none); only merged nodes need a scatter."""
+        values = _fit(per_node, self.n, -1)
+        out = np.where(self.is_root, values, -1).astype(np.int64)
+        merged = np.flatnonzero(~self.is_root & (self.root > 0))
+        np.maximum.at(out, self.root[merged], values[merged])
+        return out
+
     def _aggregates(self) -> dict[str, np.ndarray]:
-        c, n = self.cols, self.n
-        rows = self.rows(EventFilter(), Window(), ORDER)
-        person = self.root[c.node[rows]]
-        keep = person > 0
-        rows, person = rows[keep], person[keep]
-        key = (person << 32) | c.order[rows].astype(np.int64)
-        _, first = np.unique(key, return_index=True)
-        count = np.bincount(person[first], minlength=n).astype(np.float64)
-        total = np.bincount(person[first], weights=c.amount[rows[first]], minlength=n)
-        last_order = np.full(n, -1, dtype=np.int64)
-        np.maximum.at(last_order, person, c.time[rows].astype(np.int64))
-        every = np.flatnonzero(c.time <= self.as_of)
-        active = self.root[c.node[every]]
-        last_seen = np.full(n, -1, dtype=np.int64)
-        np.maximum.at(last_seen, active, c.time[every].astype(np.int64))
+        st, n = self.st, self.n
+        if self.as_of >= st.max_time:  # every event counts: the maintained per-node facts
+            count = self._person_sum(st.orders)
+            total = self._person_sum(st.spent)
+            last_order = self._person_max(st.last_order)
+            last_seen = self._person_max(st.last_seen)
+        else:  # an earlier time: plain orders and activity from the rows up to as_of
+            d = self.select(ORDER, EventFilter(), Window(), 0, ("amount",))
+            plain = ~st.special[d["order"]]
+            count = np.bincount(d["person"][plain], minlength=n).astype(np.float64)
+            total = _sum(d["person"][plain], d["amount"][plain], n)
+            last_order = np.full(n, -1, dtype=np.int64)
+            np.maximum.at(last_order, d["person"][plain], d["time"][plain].astype(np.int64))
+            last_seen = np.full(n, -1, dtype=np.int64)
+            for code in list(st.parts):
+                rows = st.part(code).select(self.cols, 0, self.as_of, ("node", "time"))
+                np.maximum.at(last_seen, self.root[rows["node"]], rows["time"].astype(np.int64))
+        # orders seen twice (or cancelled later): once per (person, ref), latest sighting
+        rows = st.special_rows
+        if len(rows):
+            c = self.cols
+            ref = c.order[rows].astype(np.int64)
+            t = c.time[rows].astype(np.int64)
+            person = self.root[c.node[rows]]
+            keep = (t <= self.as_of) & (st.cancel_time[ref] > self.as_of) & (person > 0)
+            ref, t, person, amount = ref[keep], t[keep], person[keep], c.amount[rows[keep]]
+            key = (person << 32) | ref
+            last = _latest(key, t)
+            count += np.bincount(person[last], minlength=n)
+            total += _sum(person[last], amount[last], n)
+            np.maximum.at(last_order, person[last], t[last])
         last_seen[0] = -1
         with np.errstate(invalid="ignore", divide="ignore"):
             average = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        days = self.e.days
-        since_order = np.where(last_order >= 0, self.today - days.day_of(last_order), np.nan)
-        since_seen = np.where(last_seen >= 0, self.today - days.day_of(last_seen), np.nan)
         return {"orders_count": count, "total_spent": total, "average_check": average,
-                "days_since_last_order": since_order.astype(np.float64),
-                "days_since_last_activity": since_seen.astype(np.float64)}
+                "days_since_last_order": self._days_since(last_order),
+                "days_since_last_activity": self._days_since(last_seen)}
 
-    def cohorts(self) -> dict[str, np.ndarray]:
-        """Per person: RF cell index (-1 none) and R, F, M scores (0 without orders)."""
+    def _days_since(self, last: np.ndarray) -> np.ndarray:
+        out = np.full(len(last), np.nan)
+        known = np.flatnonzero(last >= 0)
+        out[known] = self.today - self.e.days.day_of(last[known])
+        return out
+
+    def cells(self) -> np.ndarray:
+        """Per person: RF cell index (-1 none)."""
         a = self.aggregates()
         orders = a["orders_count"]
         days = np.nan_to_num(a["days_since_last_order"], nan=-1).astype(np.int64)
         buyers = (orders > 0) & self.persons
-        cell = self.e.matrix.assign(np.where(buyers, orders, 0).astype(np.int64), days)
-        return {"cell": cell, "r": quintile_scores(-days, buyers),
-                "f": quintile_scores(orders, buyers),
-                "m": quintile_scores(a["total_spent"], buyers)}
+        return self.e.matrix.assign(np.where(buyers, orders, 0).astype(np.int64), days)
+
+    def scores(self, key: str) -> np.ndarray:
+        """Per person: the R, F or M quintile score (0 without orders)."""
+        a = self.aggregates()
+        orders = a["orders_count"]
+        buyers = (orders > 0) & self.persons
+        if key == "r":
+            days = np.nan_to_num(a["days_since_last_order"], nan=-1).astype(np.int64)
+            return quintile_scores(-days, buyers)
+        return quintile_scores(orders if key == "f" else a["total_spent"], buyers)
 
     def cohort(self, leaf: CohortLeaf) -> np.ndarray:
-        scores = self.cohorts()
-        hit = scores["cell"] >= 0
+        cell = self.cells()
+        hit = cell >= 0
         if leaf.cells:
             wanted = [self.e.matrix.names.index(name) for name in leaf.cells]
-            hit &= np.isin(scores["cell"], wanted)
+            hit &= np.isin(cell, wanted)
         for key in ("r", "f", "m"):
             rng = getattr(leaf, key)
             if rng is not None:
-                hit &= (scores[key] > 0) & _in_range(scores[key], rng)
+                score = self.scores(key)
+                hit &= (score > 0) & _in_range(score, rng)
         return hit
 
     def reachable(self, leaf: ReachableLeaf) -> np.ndarray:

@@ -1,0 +1,226 @@
+"""The event columns laid out for segment queries, kept current as batches commit.
+
+``identity.columns`` holds rows in commit order, which suits appends but makes every
+windowed condition scan every row. This index keeps, per event type, copies of that
+type's columns sorted by time, so a window is a slice found with ``np.searchsorted``;
+rows committed since the last sort wait in a small unsorted *tail* (row numbers into
+the commit-order columns) and are merged in once the tail outgrows an eighth of its
+part, so appends stay cheap and queries never sort the whole history.
+
+It also keeps facts per graph node that aggregates need, updated from the new rows
+only: last activity, and for orders the count, total and last time of the orders
+that only one row ever reported and that no cancellation touched ("plain" orders).
+Orders seen twice (site and till) or cancelled are few; their rows are listed apart
+and resolved at query time, so an order seen through two identifiers of one person
+still counts once, and a cancellation is honoured as of the query's time. Per-node
+facts become per-person ones through ``root[node]`` at query time, so merges and
+splits need no rebuild. Order refs are dense integers (``identity.orders``), so
+per-order facts are plain arrays indexed by ref.
+
+``sync`` brings the index up to the columns' committed rows and returns a ``State``:
+immutable arrays (updates copy before writing), safe to read while the next batch
+arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from identity.columns import COLUMNS, ORDER_LINE, ColumnView, EventColumns
+
+__all__ = ["EventIndex", "State", "Part", "NEVER", "ORDER", "CANCELLED"]
+
+ORDER, CANCELLED = 5, 6
+NEVER = np.iinfo(np.int64).max
+_MIN_TAIL = 1 << 14
+_ALL = tuple(name for name, _ in COLUMNS if name != "type")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One event type's rows: ``sorted`` columns by time, plus ``tail`` row numbers."""
+
+    sorted: dict[str, np.ndarray]
+    tail: np.ndarray  # row numbers into the commit-order columns, not sorted
+
+    def select(self, cols: ColumnView, lo: int, hi: int, names: tuple[str, ...]
+               ) -> dict[str, np.ndarray]:
+        """Columns ``names`` of the rows with ``lo <= time <= hi``; sorted slice then tail."""
+        times = self.sorted["time"]
+        a, b = np.searchsorted(times, lo, "left"), np.searchsorted(times, hi, "right")
+        out = {name: self.sorted[name][a:b] for name in names}
+        if len(self.tail):
+            t = cols["time"][self.tail]
+            rows = self.tail[(t >= lo) & (t <= hi)]
+            if len(rows):
+                out = {name: np.concatenate([out[name], cols[name][rows]]) for name in names}
+        return out
+
+    def __len__(self) -> int:
+        return len(self.sorted["time"]) + len(self.tail)
+
+
+@dataclass(frozen=True)
+class State:
+    """What one query reads: the columns, the parts and the per-node and per-order facts."""
+
+    cols: ColumnView
+    parts: dict[int, Part]
+    max_time: int  # latest event time (s); -1 without events
+    last_seen: np.ndarray  # per node: latest event time, -1 none
+    orders: np.ndarray  # per node: plain orders (float64)
+    spent: np.ndarray  # per node: total of plain orders
+    last_order: np.ndarray  # per node: time of the latest plain order, -1 none
+    cancel_time: np.ndarray  # per order ref: first cancellation time, NEVER if none
+    special: np.ndarray  # per order ref: seen twice or cancelled (not plain)
+    first_row: np.ndarray  # per order ref: commit-order row of its first ORDER row, -1
+    special_rows: np.ndarray  # commit-order rows of ORDER rows of special refs
+
+    def part(self, code: int) -> Part:
+        found = self.parts.get(code)
+        if found is None:
+            return Part({name: np.zeros(0, dtype) for name, dtype in COLUMNS}, np.zeros(0, np.int64))
+        return found
+
+
+def _grow(array: np.ndarray, size: int, fill) -> np.ndarray:
+    if size <= len(array):
+        return array.copy()
+    bigger = np.full(max(size, len(array) + len(array) // 2), fill, dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+class EventIndex:
+    """Per-type time-sorted parts and per-node facts over one ``EventColumns``."""
+
+    def __init__(self, columns: EventColumns):
+        self.columns = columns
+        self._lock = threading.Lock()
+        self._upto = 0
+        self._parts: dict[int, Part] = {}
+        self._max_time = -1
+        self._last_seen = np.zeros(0, np.int64)
+        self._orders = np.zeros(0, np.float64)
+        self._spent = np.zeros(0, np.float64)
+        self._last_order = np.zeros(0, np.int64)
+        self._sightings = np.zeros(0, np.int32)
+        self._cancel = np.zeros(0, np.int64)
+        self._first_row = np.zeros(0, np.int64)
+        self._special_rows = np.zeros(0, np.int64)
+        self._state: State | None = None
+
+    def sync(self) -> State:
+        """Take in the rows committed since the last call; the current state."""
+        with self._lock:
+            cols = self.columns.snapshot()
+            if self._state is not None and cols.rows == self._upto:
+                return self._state
+            start, end = self._upto, cols.rows
+            self._add_rows(cols, start, end)
+            self._upto = end
+            self._state = State(cols, dict(self._parts), self._max_time, self._last_seen,
+                                self._orders, self._spent, self._last_order, self._cancel,
+                                (self._sightings > 1) | (self._cancel != NEVER),
+                                self._first_row, self._special_rows)
+            return self._state
+
+    # -- taking in rows ------------------------------------------------------
+
+    def _add_rows(self, cols: ColumnView, start: int, end: int) -> None:
+        if end == start:
+            return
+        kind = cols["type"][start:end]
+        node = cols["node"][start:end].astype(np.int64)
+        time = cols["time"][start:end].astype(np.int64)
+        self._max_time = max(self._max_time, int(time.max()))
+        top = int(node.max()) + 1
+        last_seen = _grow(self._last_seen, top, -1)
+        np.maximum.at(last_seen, node, time)
+        self._last_seen = last_seen
+        codes = np.unique(kind).tolist()
+        for code in codes:
+            rows = np.flatnonzero(kind == code) + start
+            self._add_to_part(cols, int(code), rows)
+        if ORDER in codes or CANCELLED in codes:
+            self._add_orders(cols, start, end, kind, node, time, top)
+
+    def _add_to_part(self, cols: ColumnView, code: int, rows: np.ndarray) -> None:
+        part = self._parts.get(code)
+        if part is None:
+            part = Part({name: np.zeros(0, dtype) for name, dtype in COLUMNS if name != "type"},
+                        np.zeros(0, np.int64))
+        tail = np.concatenate([part.tail, rows]) if len(part.tail) else rows
+        if len(tail) < max(_MIN_TAIL, len(part.sorted["time"]) // 8):
+            self._parts[code] = Part(part.sorted, tail)
+            return
+        fresh = {name: cols[name][tail] for name in _ALL}
+        order = np.argsort(fresh["time"], kind="stable")
+        fresh = {name: values[order] for name, values in fresh.items()}
+        old = part.sorted
+        if not len(old["time"]) or int(old["time"][-1]) <= int(fresh["time"][0]):
+            merged = {name: np.concatenate([old[name], fresh[name]]) for name in _ALL}
+        else:  # late events: a stable merge keeps commit order among equal times
+            joined = {name: np.concatenate([old[name], fresh[name]]) for name in _ALL}
+            order = np.argsort(joined["time"], kind="stable")
+            merged = {name: values[order] for name, values in joined.items()}
+        self._parts[code] = Part(merged, np.zeros(0, np.int64))
+
+    def _add_orders(self, cols: ColumnView, start: int, end: int, kind: np.ndarray,
+                    node: np.ndarray, time: np.ndarray, top: int) -> None:
+        """Per-order facts and per-node plain-order facts for new ORDER and CANCELLED rows."""
+        ref = cols["order"][start:end].astype(np.int64)
+        placed = np.flatnonzero(kind == ORDER)
+        cancels = np.flatnonzero(kind == CANCELLED)
+        size = int(ref[np.r_[placed, cancels]].max()) + 1
+        sightings = _grow(self._sightings, size, 0)
+        cancel = _grow(self._cancel, size, NEVER)
+        first_row = _grow(self._first_row, size, -1)
+        touched = np.unique(ref[np.r_[placed, cancels]])
+        was_plain = (sightings[touched] == 1) & (cancel[touched] == NEVER)
+        np.add.at(sightings, ref[placed], 1)
+        np.minimum.at(cancel, ref[cancels], time[cancels])
+        refs, first = np.unique(ref[placed], return_index=True)
+        new = first_row[refs] < 0
+        first_row[refs[new]] = placed[first[new]] + start
+        special = (sightings > 1) | (cancel != NEVER)
+        orders = _grow(self._orders, top, 0.0)
+        spent = _grow(self._spent, top, 0.0)
+        last_order = _grow(self._last_order, top, -1)
+        # plain orders that stop being plain: take them back, note their rows as special
+        lost = touched[was_plain & special[touched]]
+        lost_rows = first_row[lost]
+        specials = [self._special_rows, lost_rows]
+        if len(lost):
+            lost_nodes = cols["node"][lost_rows].astype(np.int64)
+            np.subtract.at(orders, lost_nodes, 1.0)
+            np.subtract.at(spent, lost_nodes, cols["amount"][lost_rows].astype(np.float64))
+            self._recompute_last_order(cols, last_order, np.unique(lost_nodes), special)
+        plain = ~special[ref[placed]]
+        rows = placed[plain]
+        np.add.at(orders, node[rows], 1.0)
+        np.add.at(spent, node[rows], cols["amount"][start:end][rows].astype(np.float64))
+        np.maximum.at(last_order, node[rows], time[rows])
+        specials.append(placed[~plain] + start)
+        self._special_rows = np.concatenate(specials)
+        self._sightings, self._cancel, self._first_row = sightings, cancel, first_row
+        self._orders, self._spent, self._last_order = orders, spent, last_order
+
+    def _recompute_last_order(self, cols: ColumnView, last_order: np.ndarray,
+                              nodes: np.ndarray, special: np.ndarray) -> None:
+        """Latest plain order of ``nodes`` again, from their ORDER rows (a max cannot be undone)."""
+        last_order[nodes] = -1
+        part = self._parts.get(ORDER)
+        if part is None:
+            return
+        dirty = np.zeros(len(last_order), dtype=bool)
+        dirty[nodes] = True
+        for n, t, r in ((part.sorted["node"], part.sorted["time"], part.sorted["order"]),
+                        (cols["node"][part.tail], cols["time"][part.tail],
+                         cols["order"][part.tail])):
+            n = n.astype(np.int64)
+            hit = dirty[n] & ~special[r]
+            np.maximum.at(last_order, n[hit], t[hit].astype(np.int64))
