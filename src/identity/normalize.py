@@ -85,7 +85,7 @@ class Normalizer:
         cache = self._cache
         if len(cache) >= CACHE_SIZE:  # drop the older half (dicts keep insertion order)
             for old in list(islice(cache, CACHE_SIZE // 2)):
-                del cache[old]
+                cache.pop(old, None)  # another thread may have dropped it already
         cache[key] = result
         return result
 
