@@ -20,7 +20,14 @@ class HeldWriter:
     def __init__(self, server):
         self.store = server.app.store
         self.gate = threading.Event()
-        self.store.submit(lambda tx: self.gate.wait(10))
+        running = threading.Event()
+
+        def hold(tx) -> None:
+            running.set()
+            self.gate.wait(10)
+
+        self.store.submit(hold)
+        assert running.wait(10)  # the writer is inside it: later jobs wait in the queue
 
     def wait_queued(self, jobs: int) -> None:
         deadline = time.monotonic() + 10
