@@ -16,9 +16,10 @@ folder with synced commits. Then, in the same run:
 Unary figures use ``--threads`` and then ``--many`` client threads on one
 channel for ``--seconds`` each, requests serialised before timing (a reserving
 check groups its commit with the checks running beside it, so concurrency
-matters); every figure is the median of ``--repeat`` repetitions on the same
-world, and each ratio is the median of per-repetition ratios to the echo
-measured just before it.
+matters). The echo, check and reserve runs alternate in ``--slices`` short rounds,
+so that a shared machine's load changes hit all three alike; every figure is the
+median of ``--repeat`` repetitions on the same world, and each ratio is the median
+of per-repetition ratios to the echo interleaved with it.
 
     .venv/bin/python scripts/bench_triggers.py                   # 100k persons
     .venv/bin/python scripts/bench_triggers.py --persons 1000000  # the 1M world
@@ -138,8 +139,8 @@ def serve_main(data: Path, workers: int) -> None:
 
 
 def unary(channel: grpc.Channel, method: str, requests: list[bytes], threads: int,
-          seconds: float, offset: list[int]) -> tuple[float, float]:
-    """Calls/s and p99 latency (ms) from ``threads`` threads sharing one channel."""
+          seconds: float, offset: list[int]) -> tuple[float, list[float]]:
+    """Elapsed seconds and every call's latency from ``threads`` threads on one channel."""
     call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
     lock = threading.Lock()
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -161,9 +162,28 @@ def unary(channel: grpc.Channel, method: str, requests: list[bytes], threads: in
         thread.start()
     for thread in pool:
         thread.join()
-    elapsed = time.perf_counter() - start
-    every = sorted(x for mine in latencies for x in mine)
-    return len(every) / elapsed, every[int(0.99 * (len(every) - 1))] * 1000
+    return time.perf_counter() - start, [x for mine in latencies for x in mine]
+
+
+def interleaved(channel: grpc.Channel, world: World, threads: int, seconds: float,
+                slices: int, offset: list[int]) -> dict[str, tuple[float, float]]:
+    """Calls/s and p99 (ms) of echo, check and reserve, run in ``slices`` alternating
+    rounds of ``seconds / slices`` each, so that all three see the same machine load."""
+    spent: dict[str, float] = {}
+    latencies: dict[str, list[float]] = {}
+    for _ in range(slices):
+        for name, method, requests in (("echo", ECHO, [world.echo]),
+                                       ("check", CHECK, world.checks),
+                                       ("reserve", CHECK, world.reserving)):
+            elapsed, calls = unary(channel, method, requests, threads, seconds / slices,
+                                   offset if name == "reserve" else [0])
+            spent[name] = spent.get(name, 0.0) + elapsed
+            latencies.setdefault(name, []).extend(calls)
+    out = {}
+    for name, calls in latencies.items():
+        calls.sort()
+        out[name] = (len(calls) / spent[name], calls[int(0.99 * (len(calls) - 1))] * 1000)
+    return out
 
 
 def run(args: argparse.Namespace) -> None:
@@ -200,15 +220,13 @@ def run(args: argparse.Namespace) -> None:
         offset = [0]
         for rep in range(args.repeat):
             for threads in (args.threads, args.many):
-                for name, method, requests in (("echo", ECHO, [world.echo]),
-                                               ("check", CHECK, world.checks),
-                                               ("reserve", CHECK, world.reserving)):
-                    rate, p99 = unary(channel, method, requests, threads, args.seconds,
-                                      offset if name == "reserve" else [0])
+                measured = interleaved(channel, world, threads, args.seconds, args.slices,
+                                       offset)
+                for name, (rate, p99) in measured.items():
                     results.setdefault(f"{name}{threads}_rate", []).append(rate)
                     results.setdefault(f"{name}{threads}_p99", []).append(p99)
-                    if name != "echo":  # ratio to the echo measured just before, this rep
-                        echo = results[f"echo{threads}_rate"][-1]
+                    if name != "echo":  # ratio to the echo interleaved with it, this rep
+                        echo = measured["echo"][0]
                         results.setdefault(f"{name}{threads}_ratio", []).append(rate / echo)
             messages = list(world.audience(rep))  # built before timing, like unary requests
             began = time.perf_counter()
@@ -242,7 +260,11 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=100_000, help="persons in the world")
     parser.add_argument("--batch", type=int, default=1000, help="items per stream message")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians reported)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of each unary run")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="seconds of each unary figure per repetition")
+    parser.add_argument("--slices", type=int, default=4,
+                        help="alternating rounds of echo, check and reserve those seconds "
+                             "are split into")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--many", type=int, default=16,
                         help="client threads of the second, more concurrent round")
