@@ -13,7 +13,22 @@ from zoneinfo import ZoneInfo
 from identity.rfm import DEFAULT_MATRIX
 
 TYPE_ACTIONS = {"view": ("view", 0), "add_to_cart": ("add_to_cart", 0), "order": ("order", 0),
-                "search": ("search", 0), "ad_click": ("ad", 2), "message_opened": ("message", 3)}
+                "search": ("search", 0), "ad_view": ("ad", 1), "ad_click": ("ad", 2),
+                "ad_order": ("ad", 3), "message_opened": ("message", 3), "custom": ("custom", 0)}
+ORDER_FIELDS = ("cuisine", "restaurant", "meal_type", "delivery_city", "store")
+
+
+def _same(a: object, b: str) -> bool:
+    """Text filters compare trimmed and case-folded; properties by their indexed text."""
+    return _text(a).strip().casefold() == b.strip().casefold()
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 @dataclass
@@ -98,7 +113,8 @@ class Reference:
                 cats = [c.lower() for c in _categories(e)]
                 if not any(c == want or c.startswith(want + "/") for c in cats):
                     continue
-            if "product_ids" in f and not set(f["product_ids"]) & set(_products(e)):
+            if "product_ids" in f and not {p.casefold() for p in f["product_ids"]} \
+                    & {p.casefold() for p in _products(e)}:
                 continue
             if "search" in f:
                 phrase = "".join(e.get("phrase", "").lower().split())
@@ -108,6 +124,16 @@ class Reference:
                 if "contains" in s and "".join(s["contains"].lower().split()) not in phrase:
                     continue
             if "channel" in f and e.get("channel") != f["channel"]:
+                continue
+            if any(key in f and not _same(e.get(key, ""), f[key])
+                   for key in ("advertiser", "campaign", "ad", "name")):
+                continue
+            if any(not _same(e.get(key, ""), value) for key, value in f.get("order", {}).items()):
+                continue
+            props = {k.casefold(): v for k, v in e.get("properties", {}).items()}
+            if any(key.strip().casefold() not in props
+                   or not _same(props[key.strip().casefold()], value)
+                   for key, value in f.get("properties", {}).items()):
                 continue
             if kind == "order" and e["order_id"] in self.cancelled:
                 continue

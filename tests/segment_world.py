@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 CHANNELS = {"web": 2, "app": 1, "email": 4}
 KINDS = {"view": "view", "add_to_cart": "add_to_cart"}
+ORDER_FIELDS = ("cuisine", "restaurant", "meal_type", "delivery_city", "store")
 
 
 def ts(seconds: int) -> Timestamp:
@@ -27,15 +28,25 @@ def event_pb(e: dict) -> events_pb2.Event:
         lines = [events_pb2.OrderLine(product_id=line["product"], category=line["category"],
                                       price=line["price"], quantity=1) for line in e["lines"]]
         return events_pb2.Event(**base, order=events_pb2.OrderEvent(
-            order_id=e["order_id"], lines=lines, total=e["amount"]))
+            order_id=e["order_id"], lines=lines, total=e["amount"],
+            **{key: e[key] for key in ORDER_FIELDS if key in e}))
     if kind == "order_cancelled":
         return events_pb2.Event(**base, order_cancelled=events_pb2.OrderCancelledEvent(
             order_id=e["order_id"]))
     if kind == "search":
         return events_pb2.Event(**base, search=events_pb2.SearchEvent(phrase=e["phrase"]))
     if kind == "ad":
-        return events_pb2.Event(**base, ad=events_pb2.AdEvent(action=e["action"],
-                                                              campaign=e.get("campaign", "c")))
+        return events_pb2.Event(**base, ad=events_pb2.AdEvent(
+            action=e["action"], campaign=e.get("campaign", "c"),
+            advertiser=e.get("advertiser", ""), ad_id=e.get("ad", "")))
+    if kind == "custom":
+        props = {}
+        for key, value in e.get("properties", {}).items():
+            field = "flag" if isinstance(value, bool) else "integer" if isinstance(value, int) \
+                else "number" if isinstance(value, float) else "text"
+            props[key] = events_pb2.PropertyValue(**{field: value})
+        return events_pb2.Event(**base, custom=events_pb2.CustomEvent(name=e["name"],
+                                                                      properties=props))
     if kind == "message":
         return events_pb2.Event(**base, message=events_pb2.MessageEvent(
             action=e["action"], campaign=e.get("campaign", "c")))
@@ -43,11 +54,15 @@ def event_pb(e: dict) -> events_pb2.Event:
 
 
 def load_world(client: IdentityClient, persons: list[set[str]], events: list[dict],
-               tags: list[dict] = ()) -> None:
+               tags: list[dict] = (), batches: int = 1, between=None) -> None:
+    """Link the persons, track the events in ``batches`` calls (``between()`` after each)."""
     for person in persons:
         client.link(*sorted(person), source="test")
-    if events:
-        client.track([event_pb(e) for e in events])
+    size = max(1, -(-len(events) // max(batches, 1)))
+    for start in range(0, len(events), size):
+        client.track([event_pb(e) for e in events[start : start + size]])
+        if between is not None:
+            between()
     for t in tags:
         client.set_tag(t["who"], t["tag"], t.get("value", ""), at=t["time"] * 1000,
                        clear=t.get("cleared", False))

@@ -173,3 +173,41 @@ def test_cli_counts_a_segment_from_a_json_file(client, server, tmp_path, capsys)
     assert cli_main(["segment", "count", str(path), "--as-of", "2026-06-15T12:00:00+00:00",
                      "--address", server.address]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == "1"
+
+
+def test_ad_order_parameter_and_custom_property_filters_pick_the_right_events(client):
+    a, b = "email:ads@example.com", "email:food@example.com"
+    load_world(client, [{a}, {b}], [
+        {"id": "c1", "who": a, "type": "custom", "time": NOW - DAY, "name": "signup",
+         "properties": {"plan": "gold", "seats": 3}},
+        {"id": "c2", "who": b, "type": "custom", "time": NOW - DAY, "name": "signup",
+         "properties": {"plan": "Gold", "seats": 2.5}},
+        {"id": "c3", "who": b, "type": "custom", "time": NOW - DAY, "name": "quiz",
+         "properties": {"seats": 3, "trial": True}},
+        {"id": "a1", "who": a, "type": "ad", "action": 2, "time": NOW - DAY,
+         "advertiser": "Acme", "campaign": "spring", "ad": "ad-1"},
+        {"id": "a2", "who": b, "type": "ad", "action": 1, "time": NOW - DAY,
+         "advertiser": "Acme", "campaign": "summer", "ad": "ad-2"},
+        {**order(1, b, NOW - DAY), "cuisine": "Thai", "restaurant": "Roma",
+         "meal_type": "lunch", "delivery_city": "Berlin"},
+        {**order(2, a, NOW - DAY), "store": "Roma"},
+    ])
+
+    def count(f: dict) -> int:
+        return client.count_segment({"event": {"filter": f}}, as_of=NOW * 1000).count
+
+    # every wanted property on the same event; numbers and flags compare as their text
+    assert count({"type": "custom", "name": "signup", "properties": {"plan": "gold"}}) == 2
+    assert count({"type": "custom", "name": "signup",
+                  "properties": {"plan": "gold", "seats": "3"}}) == 1
+    assert count({"type": "custom", "name": "quiz", "properties": {"trial": "true"}}) == 1
+    assert count({"type": "custom", "name": "signup", "properties": {"trial": "true"}}) == 0
+    assert count({"type": "ad_click", "advertiser": "acme"}) == 1
+    assert count({"type": "ad_view", "ad": "AD-2", "campaign": "summer"}) == 1
+    assert count({"type": "ad_view", "ad": "ad-1"}) == 0
+    # a restaurant is not a store: each order parameter has its own column
+    assert count({"type": "order", "order": {"restaurant": "roma", "cuisine": "thai",
+                                             "meal_type": "Lunch",
+                                             "delivery_city": "berlin"}}) == 1
+    assert count({"type": "order", "order": {"store": "roma"}}) == 1
+    assert count({"type": "order", "order": {"restaurant": "roma", "store": "roma"}}) == 0

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from identity import event_index
 from identity.app import App
 from identity.client import IdentityClient
 from identity.config import Settings
@@ -19,6 +20,10 @@ AS_OF = int(datetime(2026, 3, 30, 12, tzinfo=timezone.utc).timestamp())  # just 
 ZONE = "Europe/Berlin"
 CATEGORIES = ["Electronics/TV", "Electronics/Cameras", "Home/Kitchen", "Electronics"]
 PRODUCTS = ["p1", "p2", "p3", "p4"]
+PRODUCT_KINDS = ("view", "add_to_cart", "order")
+ORDER_VALUES = {"cuisine": ["thai", "Pizza", ""], "restaurant": ["Roma", ""],
+                "meal_type": ["lunch", ""], "delivery_city": ["Berlin", ""],
+                "store": ["Roma", "Mitte", ""]}
 
 
 @st.composite
@@ -37,7 +42,8 @@ def worlds(draw) -> World:
     everyone = sorted(who for p in persons for who in p)
     events, orders = [], []
     for i in range(draw(st.integers(0, 25))):
-        kind = draw(st.sampled_from(["view", "add_to_cart", "order", "search", "cancel"]))
+        kind = draw(st.sampled_from(["view", "add_to_cart", "order", "search", "cancel", "ad",
+                                     "custom", "resight"]))
         e = {"id": f"e{i}", "who": draw(st.sampled_from(everyone)),
              "time": AS_OF - 86400 * draw(st.one_of(st.integers(-1, 4), st.integers(0, 130)))
              + draw(st.sampled_from([-12 * 3600 - 1, -12 * 3600, -3600, 0, 11 * 3600 + 59])),
@@ -51,12 +57,29 @@ def worlds(draw) -> World:
                      for _ in range(draw(st.integers(1, 2)))]
             e.update(type="order", order_id=f"o{i}", lines=lines,
                      amount=float(draw(st.integers(1, 300))))
-            orders.append(e["order_id"])
+            for key, values in ORDER_VALUES.items():
+                value = draw(st.sampled_from(values))
+                if value:
+                    e[key] = value
+            orders.append(e)
         elif kind == "search":
             e.update(type="search", phrase=draw(st.sampled_from(["Red shoes", "red  SHOES x",
                                                                  "tv"])))
-        elif orders:
-            e.update(type="order_cancelled", order_id=draw(st.sampled_from(orders)))
+        elif kind == "ad":
+            e.update(type="ad", action=draw(st.integers(1, 3)),
+                     advertiser=draw(st.sampled_from(["Acme", "Globex"])),
+                     campaign=draw(st.sampled_from(["spring", "Summer"])),
+                     ad=draw(st.sampled_from(["ad-1", "ad-2"])))
+        elif kind == "custom":
+            e.update(type="custom", name=draw(st.sampled_from(["signup", "quiz"])),
+                     properties=draw(st.dictionaries(
+                         st.sampled_from(["plan", "seats", "trial"]),
+                         st.sampled_from(["gold", "Silver", 3, 2.5, 3.0, True]), max_size=3)))
+        elif kind == "resight" and orders:  # the same order seen again (till, app)
+            seen = draw(st.sampled_from(orders))
+            e.update({k: v for k, v in seen.items() if k not in ("id", "who", "time")})
+        elif kind == "cancel" and orders:
+            e.update(type="order_cancelled", order_id=draw(st.sampled_from(orders))["order_id"])
         else:
             continue
         events.append(e)
@@ -81,11 +104,25 @@ counts = st.one_of(st.just(None), st.tuples(st.integers(0, 3), st.integers(0, 3)
 
 @st.composite
 def event_leaves(draw) -> dict:
-    kind = draw(st.sampled_from(["view", "add_to_cart", "order", "search"]))
+    kind = draw(st.sampled_from(["view", "add_to_cart", "order", "search", "ad_view", "ad_click",
+                                 "ad_order", "custom"]))
     f: dict = {"type": kind}
-    if kind != "search" and draw(st.booleans()):
+    if kind.startswith("ad_"):
+        for key, values in (("advertiser", ["acme", "Globex"]), ("campaign", ["spring"]),
+                            ("ad", ["ad-1", "AD-2"])):
+            if draw(st.booleans()):
+                f[key] = draw(st.sampled_from(values))
+    if kind == "custom":
+        f["name"] = draw(st.sampled_from(["signup", "quiz"]))
+        f["properties"] = draw(st.dictionaries(st.sampled_from(["plan", "seats", "trial"]),
+                                               st.sampled_from(["gold", "silver", "3", "2.5",
+                                                                "true"]), min_size=1, max_size=2))
+    if kind == "order" and draw(st.booleans()):
+        key = draw(st.sampled_from(list(ORDER_VALUES)))
+        f["order"] = {key: draw(st.sampled_from([v for v in ORDER_VALUES[key] if v]))}
+    if kind in PRODUCT_KINDS and draw(st.booleans()):
         f["category"] = draw(st.sampled_from(["electronics", "Electronics/TV", "home"]))
-    if kind != "search" and draw(st.booleans()):
+    if kind in PRODUCT_KINDS and draw(st.booleans()):
         f["product_ids"] = [draw(st.sampled_from(PRODUCTS))]
     if kind == "search":
         f["search"] = draw(st.sampled_from([{"equals": "redshoes"}, {"contains": "Red Sho"}]))
@@ -121,20 +158,27 @@ trees = st.recursive(leaves, lambda kids: st.builds(
     st.lists(kids, min_size=1, max_size=3)), max_leaves=6)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(world=worlds(), queries=st.lists(trees, min_size=1, max_size=6))
-def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries: list[dict]):
+@settings(max_examples=75, deadline=None, suppress_health_check=list(HealthCheck))
+@given(world=worlds(), queries=st.lists(trees, min_size=1, max_size=6),
+       batches=st.integers(1, 4), min_tail=st.sampled_from([1, 3, 1 << 14]))
+def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries: list[dict],
+                                                          batches: int, min_tail: int):
+    """Events arrive in several batches with a query after each, so the index takes them
+    in incrementally (sorted parts and tails, orders seen again or cancelled later)."""
+    saved, event_index._MIN_TAIL = event_index._MIN_TAIL, min_tail
     with tempfile.TemporaryDirectory() as data:
         app = App.open(Settings.load(env={}, data_dir=data, map_size="64MiB", time_zone=ZONE))
         server, port = create_server(app, "127.0.0.1:0", max_workers=4)
         server.start()
         try:
             with IdentityClient(f"127.0.0.1:{port}") as client:
-                load_world(client, world.persons, world.events, world.tags)
+                load_world(client, world.persons, world.events, world.tags, batches,
+                           lambda: client.count_segment(queries[0], as_of=AS_OF * 1000))
                 reference = Reference(world, AS_OF)
                 for tree in queries:
                     got = client.count_segment(tree, as_of=AS_OF * 1000).count
                     assert got == reference.count(tree), tree
         finally:
+            event_index._MIN_TAIL = saved
             server.stop(None).wait()
             app.close()
