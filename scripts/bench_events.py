@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from identity.v1 import events_pb2 as ev  # noqa: E402
+from identity.client import packed_events  # noqa: E402
 from identity.v1 import common_pb2, identity_pb2  # noqa: E402
 
 STREAM = "/identity.v1.EventService/TrackStream"
@@ -105,15 +106,23 @@ def warm_up_messages(identifiers: int, batch: int) -> list[bytes]:
             for i in range(0, len(events), batch)]
 
 
-def stream_messages(count: int, batch: int, identifiers: int, seed: int, prefix: str
-                    ) -> list[bytes]:
+def stream_messages(count: int, batch: int, identifiers: int, seed: int, prefix: str,
+                    packed: bool = False) -> list[bytes]:
+    """The stream's messages; ``packed``: the same events, orders one by one (``events``)
+    and every other type in the columnar form (``packed``) of the same message."""
     rng = random.Random(seed)
     people_ = people(identifiers)
     messages = []
     for start in range(0, count, batch):
         events = [make_event(rng, n, rng.choice(people_), prefix)
                   for n in range(start, min(count, start + batch))]
-        messages.append(ev.TrackStreamRequest(events=events).SerializeToString())
+        if packed:
+            orders = [e for e in events if e.HasField("order")]
+            message = ev.TrackStreamRequest(events=orders, packed=packed_events(
+                [e for e in events if not e.HasField("order")]))
+        else:
+            message = ev.TrackStreamRequest(events=events)
+        messages.append(message.SerializeToString())
     return messages
 
 
@@ -258,38 +267,49 @@ def run(args: argparse.Namespace) -> None:
           f"repeat={args.repeat} (server in a subprocess, synced commits)")
     work = Path(tempfile.mkdtemp(prefix="bench-events-"))
     try:
-        rates, raw_rates, cpu_rates, sizes, stored = [], [], [], [], 0
+        forms = ("events", "packed") if args.form == "both" else (args.form,)
+        rates: dict[str, list[float]] = {form: [] for form in forms}
+        cpu_rates: dict[str, list[float]] = {form: [] for form in forms}
+        raw_rates, sizes, stored = [], {}, {}
         for rep in range(args.repeat):
-            messages = stream_messages(args.events, args.batch, args.identifiers, rep, f"r{rep}")
-            data = work / f"data{rep}"
-            server = Server(data)
-            try:
-                _, warm = stream(server.channel, warm_up_messages(args.identifiers, args.batch))
-                cpu_before = server.cpu_seconds()
-                seconds, reply = stream(server.channel, messages)
-                cpu_used = server.cpu_seconds() - cpu_before
-            finally:
-                server.stop()
-            stored = warm.stored + reply.stored
-            rates.append(reply.stored / seconds)
-            cpu_rates.append(reply.stored / cpu_used)
-            sizes.append(event_bytes(data))
+            for form in forms:
+                messages = stream_messages(args.events, args.batch, args.identifiers, rep,
+                                           f"r{rep}", packed=form == "packed")
+                data = work / f"data{rep}{form}"
+                server = Server(data)
+                try:
+                    _, warm = stream(server.channel,
+                                     warm_up_messages(args.identifiers, args.batch))
+                    cpu_before = server.cpu_seconds()
+                    seconds, reply = stream(server.channel, messages)
+                    cpu_used = server.cpu_seconds() - cpu_before
+                finally:
+                    server.stop()
+                assert reply.stored == args.events, reply
+                stored[form] = warm.stored + reply.stored
+                rates[form].append(reply.stored / seconds)
+                cpu_rates[form].append(reply.stored / cpu_used)
+                sizes[form] = event_bytes(data)
+                print(f"  rep {rep}: TrackStream ({form}) {rates[form][-1]:,.0f} events/s "
+                      f"({cpu_rates[form][-1]:,.0f} per server CPU-second)", flush=True)
+                shutil.rmtree(data)
             raw_rates.append(lmdb_event_puts_per_second(work / f"raw{rep}", args.events,
                                                         args.batch, args.identifiers))
-            print(f"  rep {rep}: TrackStream {rates[-1]:,.0f} events/s "
-                  f"({cpu_rates[-1]:,.0f} per server CPU-second); "
-                  f"raw LMDB {raw_rates[-1]:,.0f} events/s", flush=True)
-            shutil.rmtree(data)
+            print(f"  rep {rep}: raw LMDB {raw_rates[-1]:,.0f} events/s", flush=True)
             shutil.rmtree(work / f"raw{rep}")
-        rate, raw = statistics.median(rates), statistics.median(raw_rates)
-        print(f"TrackStream: {rate:,.0f} events/s durable (median of {args.repeat}); "
-              f"raw LMDB same puts: {raw:,.0f} events/s; ratio {rate / raw:.2f}; server CPU: "
-              f"{statistics.median(cpu_rates):,.0f} events per CPU-second; load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        last = sizes[-1]
-        total = sum(last.values())
-        print(f"bytes per stored event: {total / stored:.1f} "
-              f"({', '.join(f'{k} {v / stored:.1f}' for k, v in last.items() if v)})")
+        raw = statistics.median(raw_rates)
+        print(f"raw LMDB same puts: {raw:,.0f} events/s (median of {args.repeat})")
+        for form in forms:
+            rate = statistics.median(rates[form])
+            print(f"TrackStream ({form}): {rate:,.0f} events/s durable (median of {args.repeat}"
+                  f"; runs {', '.join(f'{r:,.0f}' for r in rates[form])}); ratio to raw LMDB "
+                  f"{rate / raw:.2f}; server CPU: {statistics.median(cpu_rates[form]):,.0f} "
+                  f"events per CPU-second")
+            last = sizes[form]
+            total = sum(last.values())
+            print(f"  bytes per stored event ({form}): {total / stored[form]:.1f} ("
+                  f"{', '.join(f'{k} {v / stored[form]:.1f}' for k, v in last.items() if v)})")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
         server = Server(work / "profile")
         try:
@@ -312,6 +332,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile-events", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--form", choices=("events", "packed", "both"), default="both",
+                        help="per-event messages, the columnar form (orders still per event), "
+                             "or both on fresh servers")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -21,7 +21,8 @@ from identity.events import (
     Ad, Attributes, Custom, EventType, Message, Order, OrderCancelled, Payload, Product, Search,
 )
 
-__all__ = ["encode", "encode_product", "decode", "decode_head"]
+__all__ = ["encode", "encode_product", "decode", "decode_head", "event_id_field", "money_field",
+           "text_field", "varint"]
 
 Intern = Callable[[str], int]
 TextOf = Callable[[int], str]
@@ -137,6 +138,27 @@ def _uuid_bytes(event_id: str) -> bytes | None:
 def _uuid_text(raw: bytes) -> str:
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def varint(value: int) -> bytes:
+    """An unsigned varint, as every integer field of a record is written."""
+    return _SMALL[value] if value < 16384 else _varint(value)
+
+
+def money_field(value: float) -> bytes:
+    """An amount as a record holds it (varint cents, or a tagged float64)."""
+    return _money(value)
+
+
+def text_field(text: str) -> bytes:
+    """A length-prefixed UTF-8 text field (search phrases, order ids...)."""
+    return _text(text)
+
+
+def event_id_field(event_id: str) -> bytes:
+    """The event id as a record holds it: 16 bytes for a canonical UUID, else text."""
+    raw = _uuid_bytes(event_id) if len(event_id) == 36 else None
+    return b"\xff" + raw if raw is not None else _text(event_id)
 
 
 def _product(p: Product, intern: Intern) -> bytes:

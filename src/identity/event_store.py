@@ -139,17 +139,50 @@ class EventStore:
         not ours are the duplicates. Seqs of duplicates stay unused (gaps are harmless).
         """
         blake2b = hashlib.blake2b
-        claims: dict[bytes, tuple[int, int]] = {}
-        for index, (event, _, _) in enumerate(batch):
-            digest = blake2b(event.event_id.encode(), digest_size=DIGEST_SIZE).digest()
-            if digest not in claims:  # a repeat inside the batch is a duplicate too
-                claims[digest] = (first + len(claims), index)
-        items = sorted((digest, _U32.pack(seq & _INV32)) for digest, (seq, _) in claims.items())
+        return self.claim_digests(tx, [blake2b(event.event_id.encode(), digest_size=DIGEST_SIZE)
+                                       .digest() for event, _, _ in batch], first)
+
+    # -- steps shared with the columnar form (identity.event_packs) -------------
+
+    def next_seq(self, tx: Txn) -> int:
+        """The seq the next stored event takes."""
+        raw = tx.get("meta", _NEXT_SEQ)
+        return _SEQ.unpack(raw)[0] if raw else 1
+
+    def set_next_seq(self, tx: WriteTxn, seq: int) -> None:
+        tx.put("meta", _NEXT_SEQ, _SEQ.pack(seq))
+
+    def claim_digests(self, tx: WriteTxn, digests: Sequence[bytes], first: int
+                      ) -> list[tuple[int, int]]:
+        """``_claim_ids`` of events whose digests (``event_digest``) are already made."""
+        if len(set(digests)) == len(digests):  # no repeat inside the batch: the usual case
+            claims = dict(zip(digests, zip(range(first, first + len(digests)),
+                                           range(len(digests)))))
+        else:
+            claims = {}
+            for index, digest in enumerate(digests):
+                if digest not in claims:  # a repeat inside the batch is a duplicate too
+                    claims[digest] = (first + len(claims), index)
+        pack = _U32.pack
+        items = sorted((digest, pack(seq & _INV32)) for digest, (seq, _) in claims.items())
         if tx.put_many("event_ids", items, overwrite=False) == len(items):
             return list(claims.values())
         get = tx.get
         return [claim for digest, claim in claims.items()
-                if get("event_ids", digest) == _U32.pack(claim[0] & _INV32)]
+                if get("event_ids", digest) == pack(claim[0] & _INV32)]
+
+    def node_for(self, tx: WriteTxn, identifier: Identifier, source: str, time_ms: int,
+                 path: str, batch_nodes: dict[Identifier, int]) -> int:
+        """The node of ``identifier``, made (linked alone) if new; new lookups go into
+        ``batch_nodes``, which ``remember_nodes`` keeps once the batch commits."""
+        node = batch_nodes.get(identifier) or self._nodes.get(identifier)
+        if node is None:
+            node = batch_nodes[identifier] = self._node(tx, identifier, source, time_ms, path)
+        return node
+
+    def remember_nodes(self, tx: WriteTxn, batch_nodes: dict[Identifier, int]) -> None:
+        if batch_nodes:
+            tx.on_commit(lambda: self._remember(batch_nodes))
 
     def _remember(self, nodes: dict[Identifier, int]) -> None:
         if len(self._nodes) > NODE_CACHE_SIZE:

@@ -11,10 +11,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from identity.columns import EventColumns
 from identity.errors import FieldViolation, IdentityError, InvalidArgument
+from identity.event_packs import Pack, ValidPack, check_pack, write_pack
 from identity.event_store import EventStore, ValidEvent
 from identity.events import Channel, Event, EventType, Order, check, plainly_valid
 from identity.graph import IdentityGraph, now_ms
@@ -24,7 +25,8 @@ from identity.profiles import HistoryQuery, Profile, ProfileReader
 from identity.store import Store, WriteTxn
 from identity.strings import StringDictionary
 
-__all__ = ["Purchase", "PurchaseResult", "StreamStopped", "Tracking", "purchase_event_id"]
+__all__ = ["Purchase", "PurchaseResult", "StreamBatch", "StreamStopped", "Tracking",
+           "purchase_event_id"]
 
 T = TypeVar("T")
 MAX_BATCHES_IN_FLIGHT = 8  # stream batches validated ahead of the writer
@@ -53,6 +55,13 @@ class PurchaseResult:
     recorded: bool  # False: this order id came from a till before; nothing changed
     link_outcome: int  # identity.graph.Outcome, 0 when nothing was linked
     event_id: str
+
+
+class StreamBatch(NamedTuple):
+    """One stream message: events one by one, then (optionally) more in columnar form."""
+
+    events: Sequence[Event]
+    pack: Pack | None = None
 
 
 class _Chain:
@@ -123,8 +132,8 @@ class Tracking:
         valid = self.validate(events, path)
         return self.store.write(lambda tx: self.events.record(tx, valid, path))
 
-    def track_batches(self, batches: Iterable[Sequence[Event]], path: str = "batch"
-                      ) -> Iterator[tuple[int, int]]:
+    def track_batches(self, batches: Iterable[Sequence[Event] | StreamBatch],
+                      path: str = "batch") -> Iterator[tuple[int, int]]:
         """Store batches in order, each atomically; yield (stored, duplicates) once durable.
 
         The next batch is validated while earlier ones wait for the writer, so batches
@@ -141,20 +150,45 @@ class Tracking:
             except InvalidArgument as exc:
                 raise exc.under(f"{path}[{index}]", _stopped_note(index)) from None
 
-        for index, events in enumerate(batches):
+        for index, batch in enumerate(batches):
+            if not isinstance(batch, StreamBatch):
+                batch = StreamBatch(batch)
             try:
-                valid = self.validate(events)
+                valid = self.validate(batch.events)
+                pack = self.validate_pack(batch.pack) if batch.pack is not None else None
             except InvalidArgument as exc:
                 while pending:
                     yield settle(*pending.popleft())
                 raise exc.under(f"{path}[{index}]", _stopped_note(index)) from None
-            job = chain.job(index, lambda tx, valid=valid: self.events.record(tx, valid))
+            job = chain.job(index, lambda tx, valid=valid, pack=pack: self._record(tx, valid,
+                                                                                     pack))
             pending.append((index, self.store.submit(job)))
             pending[-1][1].add_done_callback(lambda f, index=index: chain.settled(index, f))
             while pending and (pending[0][1].done() or len(pending) > MAX_BATCHES_IN_FLIGHT):
                 yield settle(*pending.popleft())
         while pending:
             yield settle(*pending.popleft())
+
+    def _record(self, tx: WriteTxn, valid: list[ValidEvent], pack: ValidPack | None
+                ) -> tuple[int, int]:
+        stored, duplicates = self.events.record(tx, valid) if valid else (0, 0)
+        if pack is not None:
+            more, repeated = write_pack(self.events, tx, pack)
+            stored, duplicates = stored + more, duplicates + repeated
+        return stored, duplicates
+
+    def validate_pack(self, pack: Pack, path: str = "packed") -> ValidPack:
+        """Check a columnar batch whole (``identity.event_packs``) before it is written."""
+        return check_pack(pack, self._identify_cached, now_ms(), path)
+
+    def _identify_cached(self, kind: int, value: str, path: str) -> Identifier:
+        seen = self._identified
+        identifier = seen.get((kind, value))
+        if identifier is None:
+            if len(seen) > IDENTIFIER_CACHE_SIZE:
+                seen.clear()
+            identifier = seen[(kind, value)] = self.identify(kind, value, path)
+        return identifier
 
     def validate(self, events: Sequence[Event], path: str = "events") -> list[ValidEvent]:
         now = now_ms()

@@ -7,8 +7,10 @@ back, and one ``App.tracking`` call per request (or per stream batch).
 from __future__ import annotations
 
 import grpc
+import numpy as np
 
 from identity.app import App
+from identity.event_packs import Pack
 from identity.events import (
     Ad, Attributes, Custom, Event, EventType, Message, Order, OrderCancelled, Payload, Product,
     Search, StoredEvent,
@@ -16,10 +18,10 @@ from identity.events import (
 from identity.profiles import HistoryQuery, Profile
 from identity.rpc.convert import identifier_pb, ms_of, person_pb, timestamp_of
 from identity.rpc.status import translate_errors
-from identity.tracking import Purchase
+from identity.tracking import Purchase, StreamBatch
 from identity.v1 import events_pb2, events_pb2_grpc
 
-__all__ = ["EventServicer", "add_to_server", "event_of", "event_pb"]
+__all__ = ["EventServicer", "add_to_server", "event_of", "event_pb", "pack_of"]
 
 _TYPES = {t.name.lower(): t for t in EventType}
 _PRODUCT_CASES = frozenset({"view", "add_to_cart", "remove_from_cart", "wishlist"})
@@ -83,6 +85,22 @@ def event_of(m: events_pb2.Event) -> Event:
     who = m.identifier
     return _new(Event, (m.event_id, (who.kind, who.value), time_ms, _TYPES[case] if case else 0,
                         payload, m.channel, m.source))
+
+
+_PACK_ARRAYS = ("identifier", "type", "time_ms", "channel", "source", "product_id", "category",
+                "brand", "price", "quantity", "phrase", "results_count", "action", "campaign")
+
+
+def pack_of(m: events_pb2.PackedEvents) -> Pack:
+    """Columns straight from protobuf's C arrays: one numpy conversion per field."""
+    return Pack(list(m.texts), [(i.kind, i.value) for i in m.identifiers], list(m.event_ids),
+                *(np.array(getattr(m, name), np.float64 if name == "price" else np.int64)
+                  for name in _PACK_ARRAYS))
+
+
+def _batch(m: events_pb2.TrackStreamRequest) -> StreamBatch:
+    return StreamBatch([event_of(e) for e in m.events],
+                       pack_of(m.packed) if m.HasField("packed") else None)
 
 
 def _product_pb(p: Product) -> dict:
@@ -180,7 +198,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     @translate_errors
     def TrackStream(self, request_iterator, context):  # noqa: N802
         batches = stored = duplicates = 0
-        converted = ([event_of(m) for m in message.events] for message in request_iterator)
+        converted = (_batch(message) for message in request_iterator)
         for done, skipped in self.tracking.track_batches(converted):
             batches += 1
             stored += done
