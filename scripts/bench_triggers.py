@@ -8,10 +8,11 @@ folder with synced commits. Then, in the same run:
 
 - a trivial unary gRPC echo (a generic handler on the same server): calls/s, p99;
 - ``CheckTrigger`` without reservation (one read snapshot per call): calls/s, p99;
-- ``CheckTrigger`` with ``reserve=true`` (one write transaction per call, group
-  committed): calls/s, p99;
+- ``CheckTrigger`` with ``reserve=true`` (decided on a snapshot, then one write job
+  per call that re-validates and reserves, group committed): calls/s, p99;
 - ``FilterAudience`` over every person's device id, batches of ``--batch`` (messages
-  built before timing): persons/s.
+  built before timing): persons/s;
+- raw synced one-put LMDB commits on the same disk: p50 and p99 latency, for context.
 
 Unary figures use ``--threads`` and then ``--many`` client threads on one
 channel for ``--seconds`` each, requests serialised before timing (a reserving
@@ -186,6 +187,23 @@ def interleaved(channel: grpc.Channel, world: World, threads: int, seconds: floa
     return out
 
 
+def synced_commits(folder: Path, count: int = 200) -> tuple[float, float]:
+    """p50 and p99 (ms) of one-put synced LMDB commits on the benchmark's disk: the floor
+    under a reservation's latency, and so (threads / p50) a ceiling on reserving calls/s."""
+    import lmdb
+
+    env = lmdb.open(str(folder), map_size=64 << 20, sync=True, metasync=True)
+    took = []
+    for i in range(count):
+        began = time.perf_counter()
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), b"x" * 64)
+        took.append(time.perf_counter() - began)
+    env.close()
+    took.sort()
+    return took[count // 2] * 1000, took[int(0.99 * (count - 1))] * 1000
+
+
 def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     world = World(args.persons, args.seed, args.batch)
@@ -228,6 +246,9 @@ def run(args: argparse.Namespace) -> None:
                     if name != "echo":  # ratio to the echo interleaved with it, this rep
                         echo = measured["echo"][0]
                         results.setdefault(f"{name}{threads}_ratio", []).append(rate / echo)
+            p50, p99 = synced_commits(folder / f"commits{rep}")
+            results.setdefault("commit_p50_ms", []).append(p50)
+            results.setdefault("commit_p99_ms", []).append(p99)
             messages = list(world.audience(rep))  # built before timing, like unary requests
             began = time.perf_counter()
             replies = list(audience(iter(messages)))
@@ -253,6 +274,9 @@ def run(args: argparse.Namespace) -> None:
                   f"{med[f'{name}{threads}_p99']:6.2f} ms   {ratio:.2f}x echo   floor 0.50 "
                   f"{'met' if ratio >= 0.5 else 'NOT MET'}")
     print(f"  FilterAudience                     {med['audience']:>9,.0f} persons/s")
+    print(f"  synced LMDB commit (raw, one put)  p50 {med['commit_p50_ms']:.2f} ms, p99 "
+          f"{med['commit_p99_ms']:.2f} ms: at most {args.threads / med['commit_p50_ms'] * 1000:,.0f}"
+          f" reserving calls/s with {args.threads} threads if each waits for one commit")
 
 
 def main() -> None:
