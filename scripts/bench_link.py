@@ -266,6 +266,19 @@ def lmdb_puts_per_second(folder: Path, batch: int, seconds: float) -> float:
     return rate
 
 
+def synced_commit_ms(folder: Path, commits: int = 200) -> tuple[float, int]:
+    """Median latency of a synced one-put commit: what a lone unary write waits for at least."""
+    env = lmdb.open(str(folder), map_size=1 << 26, sync=True, metasync=True)
+    times = []
+    for i in range(commits):
+        start = time.perf_counter()
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), b"v" * 40)
+        times.append(time.perf_counter() - start)
+    env.close()
+    return statistics.median(times) * 1000, commits
+
+
 def stream_links(channel: grpc.Channel, world: World
                  ) -> tuple[float, identity_pb2.LinkStreamResponse]:
     call = channel.stream_unary(STREAM_METHOD, request_serializer=None,
@@ -335,6 +348,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         for rep in range(args.repeat):
             note("lmdb_puts", lmdb_puts_per_second(root / f"raw{rep}", args.batch, 1.0))
+            note("commit_ms", synced_commit_ms(root / f"commit{rep}")[0])
             profile = args.profile if rep == 0 else None
             server = Server(root / f"data{rep}", args.in_process, args.workers, profile)
             channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
@@ -365,7 +379,8 @@ def run(args: argparse.Namespace) -> None:
                 server.stop()
             cpu = server.cpu_seconds()
             print(f"rep {rep + 1}: stream {rate:,.0f} links/s; " + ", ".join(
-                f"{k} {v[-1]:,.0f}" for k, v in results.items() if k != "stream")
+                f"{k} {v[-1]:,.{2 if k == 'commit_ms' else 0}f}" for k, v in results.items()
+                if k != "stream")
                 + (f"; server CPU {cpu:.1f}s" if cpu is not None else ""))
             if rep == 0:
                 print("  stream outcomes: " + ", ".join(
@@ -380,6 +395,7 @@ def run(args: argparse.Namespace) -> None:
             f"{name} {statistics.median(values):,.0f}" for name, values in cpu_per_op.items()))
     print(f"\nmedians of {args.repeat}:")
     print(f"  LMDB batched puts (raw)   {med['lmdb_puts']:>10,.0f} puts/s")
+    print(f"  LMDB synced commit        {med['commit_ms']:>10.2f} ms (one put, median latency)")
     print(f"  LinkStream                {med['stream']:>10,.0f} links/s   "
           f"{med['stream'] / med['lmdb_puts']:.2f}x raw puts   floor 50,000 "
           f"{'met' if med['stream'] >= 50_000 else 'NOT MET'} (target 100,000)")
