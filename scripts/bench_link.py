@@ -12,7 +12,8 @@ over a fresh LMDB folder with synced commits, and measured:
 and, in the same run, the baselines the results read against:
 
 - (a) batched LMDB puts/s (``putmulti``, one synced commit per batch);
-- (b) a trivial unary gRPC echo (a generic handler on the same server) at 1 and 4 threads.
+- (b) a trivial unary gRPC echo (a generic handler on the same server) at 1 and 4 threads;
+- (c) the latency of a synced one-put LMDB commit (what a lone unary write waits for).
 
 By default the server runs in a subprocess, so client and server do not share
 a GIL (``--in-process`` puts both in one process). Requests are serialised
