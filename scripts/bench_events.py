@@ -8,9 +8,12 @@ Measures, in one run:
   by ``--identifiers`` identifiers, each seen once in an untimed warm-up stream so the
   timed one measures events rather than new persons), each repetition over a fresh
   server and data folder;
-- beside it, the raw LMDB rate of the same writes: two puts per event (a 16-byte event
+- the same events in the columnar form (``PackedEvents``; orders, which it does not
+  carry, go one by one in the same messages), on another fresh server (``--form``);
+- beside them, the raw LMDB rate of the same writes: two puts per event (a 16-byte event
   key with a 24-byte value, a 12-byte digest with a 4-byte seq), one synced commit per
-  batch, keys made before timing (``lmdb_event_puts_per_second``);
+  batch, and again with one commit per ``--group`` batches as the service groups them;
+  keys made before timing (``lmdb_event_puts_per_second``);
 - ``GetProfile`` latency (median, p99) for a person with ``--profile-events`` events
   across 5 identifiers, first page of 50, beside ``Resolve`` of the same person;
 - bytes per stored event: pages of every events sub-database (LMDB ``stat``) / events.
@@ -179,11 +182,14 @@ class Server:
 # -- measurements ------------------------------------------------------------
 
 
-def lmdb_event_puts_per_second(folder: Path, count: int, batch: int, identifiers: int) -> float:
+def lmdb_event_puts_per_second(folder: Path, count: int, batch: int, identifiers: int,
+                               group: int = 1) -> float:
     """The same durable writes without the service: per event a 16-byte key (4-byte node
     of ``--identifiers``, then 12 bytes) with a 24-byte value and a random 12-byte digest
-    with a 4-byte value; per batch two sorted ``putmulti`` and one synced commit. Keys are
-    made before timing starts, so this is LMDB's own rate for this write pattern."""
+    with a 4-byte value; per batch two sorted ``putmulti`` and one synced commit, or with
+    ``group`` > 1 each batch in a nested transaction and one synced commit per ``group``
+    batches (the service's group commit). Keys are made before timing starts, so this is
+    LMDB's own rate for this write pattern."""
     env = lmdb.open(str(folder), map_size=4 << 30, max_dbs=4, sync=True, metasync=True)
     events, ids = env.open_db(b"events"), env.open_db(b"event_ids")
     rng = random.Random(2)
@@ -196,10 +202,14 @@ def lmdb_event_puts_per_second(folder: Path, count: int, batch: int, identifiers
         digests = sorted((rng.getrandbits(96).to_bytes(12, "big"), b"seq4") for _ in n)
         batches.append((rows, digests))
     start = time.perf_counter()
-    for rows, digests in batches:
-        with env.begin(write=True) as txn:
-            txn.cursor(events).putmulti(rows)
-            txn.cursor(ids).putmulti(digests)
+    for first in range(0, len(batches), group):
+        with env.begin(write=True) as parent:
+            for rows, digests in batches[first : first + group]:
+                txn = env.begin(write=True, parent=parent) if group > 1 else parent
+                txn.cursor(events).putmulti(rows)
+                txn.cursor(ids).putmulti(digests)
+                if group > 1:
+                    txn.commit()
     rate = count / (time.perf_counter() - start)
     env.close()
     return rate
@@ -270,7 +280,7 @@ def run(args: argparse.Namespace) -> None:
         forms = ("events", "packed") if args.form == "both" else (args.form,)
         rates: dict[str, list[float]] = {form: [] for form in forms}
         cpu_rates: dict[str, list[float]] = {form: [] for form in forms}
-        raw_rates, sizes, stored = [], {}, {}
+        raw_rates, grouped_rates, sizes, stored = [], [], {}, {}
         for rep in range(args.repeat):
             for form in forms:
                 messages = stream_messages(args.events, args.batch, args.identifiers, rep,
@@ -295,10 +305,17 @@ def run(args: argparse.Namespace) -> None:
                 shutil.rmtree(data)
             raw_rates.append(lmdb_event_puts_per_second(work / f"raw{rep}", args.events,
                                                         args.batch, args.identifiers))
-            print(f"  rep {rep}: raw LMDB {raw_rates[-1]:,.0f} events/s", flush=True)
             shutil.rmtree(work / f"raw{rep}")
+            grouped_rates.append(lmdb_event_puts_per_second(
+                work / f"grouped{rep}", args.events, args.batch, args.identifiers, args.group))
+            shutil.rmtree(work / f"grouped{rep}")
+            print(f"  rep {rep}: raw LMDB {raw_rates[-1]:,.0f} events/s (a commit per batch), "
+                  f"{grouped_rates[-1]:,.0f} events/s (a commit per {args.group} batches)",
+                  flush=True)
         raw = statistics.median(raw_rates)
-        print(f"raw LMDB same puts: {raw:,.0f} events/s (median of {args.repeat})")
+        print(f"raw LMDB same puts: {raw:,.0f} events/s with a synced commit per batch, "
+              f"{statistics.median(grouped_rates):,.0f} events/s with one per {args.group} "
+              f"batches (medians of {args.repeat})")
         for form in forms:
             rate = statistics.median(rates[form])
             print(f"TrackStream ({form}): {rate:,.0f} events/s durable (median of {args.repeat}"
@@ -332,6 +349,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile-events", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--group", type=int, default=16,
+                        help="batches per commit of the grouped raw LMDB baseline")
     parser.add_argument("--form", choices=("events", "packed", "both"), default="both",
                         help="per-event messages, the columnar form (orders still per event), "
                              "or both on fresh servers")

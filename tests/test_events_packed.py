@@ -115,18 +115,24 @@ def bad_pack(field: str, value, at: int = 2) -> ev.PackedEvents:
     (bad_pack("channel", 42), "batch[0].packed.channel[2]"),
     (bad_pack("texts", "not empty", at=0), "batch[0].packed.texts[0]"),
     (ev.PackedEvents(texts=[""], event_ids=["x"], identifier=[0], type=[ev.EVENT_TYPE_SEARCH],
-                     identifiers=[identifier("email:a@example.com")], price=[3.0]),
+                     identifier_kinds=[2], identifier_values=["a@example.com"], price=[3.0]),
      "batch[0].packed.price[0]"),  # product fields only on product events
     (ev.PackedEvents(texts=[""], event_ids=["x"], identifier=[0], type=[ev.EVENT_TYPE_MESSAGE],
-                     identifiers=[identifier("email:a@example.com")]),
+                     identifier_kinds=[2], identifier_values=["a@example.com"]),
      "batch[0].packed.action[0]"),
     (ev.PackedEvents(texts=[""], event_ids=["x", "y"], identifier=[0],
                      type=[ev.EVENT_TYPE_SEARCH] * 2,
-                     identifiers=[identifier("email:a@example.com")]),
+                     identifier_kinds=[2], identifier_values=["a@example.com"]),
      "batch[0].packed.identifier"),  # one entry per event
     (ev.PackedEvents(texts=[""], event_ids=["x"], identifier=[0], type=[ev.EVENT_TYPE_SEARCH],
-                     identifiers=[identifier("email:not-an-email")]),
-     "batch[0].packed.identifiers[0].value"),
+                     identifier_kinds=[2], identifier_values=["not-an-email"]),
+     "batch[0].packed.identifier_values[0]"),
+    (ev.PackedEvents(texts=[""], event_ids=["x"], identifier=[0], type=[ev.EVENT_TYPE_SEARCH],
+                     identifier_kinds=[0], identifier_values=["a@example.com"]),
+     "batch[0].packed.identifier_kinds[0]"),
+    (ev.PackedEvents(texts=[""], event_ids=["x"], identifier=[0], type=[ev.EVENT_TYPE_SEARCH],
+                     identifier_kinds=[2, 2], identifier_values=["a@example.com"]),
+     "batch[0].packed.identifier_values"),
 ])
 def test_bad_packed_event_stores_nothing_and_is_named(client: IdentityClient, pack, field):
     with pytest.raises(grpc.RpcError) as caught:

@@ -88,7 +88,7 @@ def packed_events(events: Sequence[events_pb2.Event]) -> events_pb2.PackedEvents
             columns[name].append(value)
     return events_pb2.PackedEvents(
         texts=list(texts), event_ids=event_ids, **columns,
-        identifiers=[common_pb2.Identifier(kind=k, value=v) for k, v in people])
+        identifier_kinds=[k for k, _ in people], identifier_values=[v for _, v in people])
 
 
 def link_request(*identifiers: IdentifierLike, source: str = "", observed_at: When = None,

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from identity.columns import ROW_DTYPE
-from identity.errors import InvalidArgument
+from identity.errors import FieldViolation, InvalidArgument
 from identity.event_codec import event_id_field, money_field, text_field, varint
 from identity.event_store import DIGEST_SIZE, EventStore
 from identity.events import MAX_EVENT_ID_LENGTH, MAX_TEXT_LENGTH, MAX_TIME_MS, EventType
@@ -45,7 +45,8 @@ class Pack(NamedTuple):
     """A columnar batch as sent. Optional arrays may be empty (0 for every event)."""
 
     texts: list[str]
-    identifiers: list[tuple[int, str]]  # raw (kind, value)
+    identifier_kinds: list[int]
+    identifier_values: list[str]  # raw, as sent
     event_ids: list[str]
     identifier: np.ndarray
     type: np.ndarray
@@ -122,6 +123,10 @@ def check_pack(pack: Pack, identify: Identify, now_ms: int, path: str = "packed"
         if size != n and (size or name in _REQUIRED):
             raise _bad(f"{path}.{name}", f"has {size} values for {n} events")
     texts = pack.texts or [""]
+    people = len(pack.identifier_kinds)
+    if len(pack.identifier_values) != people:
+        raise _bad(f"{path}.identifier_values",
+                   f"has {len(pack.identifier_values)} values for {people} kinds")
     if texts[0]:
         raise _bad(f"{path}.texts[0]", 'must be "" (index 0 means not set)')
     for i, text in enumerate(texts):
@@ -145,8 +150,7 @@ def check_pack(pack: Pack, identify: Identify, now_ms: int, path: str = "packed"
     lengths = np.fromiter(map(len, encoded), np.int64, n)
     flag((lengths == 0) | (lengths > MAX_EVENT_ID_LENGTH), "event_ids",
          f"must be 1 to {MAX_EVENT_ID_LENGTH} bytes")
-    flag(columns["identifier"] >= len(pack.identifiers), "identifier",
-         "refers to no entry of identifiers")
+    flag(columns["identifier"] >= people, "identifier", "refers to no identifier")
     flag(~(groups["product"] | groups["search"] | groups["message"]), "type",
          "must be view, add_to_cart, remove_from_cart, wishlist, search or message "
          "(send other types as events)")
@@ -178,16 +182,31 @@ def check_pack(pack: Pack, identify: Identify, now_ms: int, path: str = "packed"
                                 for mask, name, reason in problems), key=lambda p: p[0])
         raise _bad(f"{path}.{name}[{at}]", reason)
 
-    identifiers: list[Identifier | None] = [None] * len(pack.identifiers)
-    for index in np.unique(columns["identifier"]).tolist():
-        kind_number, value = pack.identifiers[index]
-        identifiers[index] = identify(kind_number, value, f"{path}.identifiers[{index}]")
+    identifiers = _normalised(pack, np.unique(columns["identifier"]).tolist(), identify, path)
     blake2b = hashlib.blake2b
     digests = [blake2b(raw, digest_size=DIGEST_SIZE).digest() for raw in encoded]
-    id_fields = [event_id_field(event_id) for event_id in pack.event_ids]
+    if (lengths == 36).any():  # perhaps UUIDs, which records keep in 16 bytes
+        id_fields = [event_id_field(event_id) for event_id in pack.event_ids]
+    else:
+        id_fields = [varint(len(raw)) + raw for raw in encoded]
     resolved = np.where(times == 0, now_ms, times)
     return ValidPack(pack._replace(**columns, texts=texts), identifiers, resolved,
                      np.where(quantity == 0, 1, quantity), digests, id_fields)
+
+
+def _normalised(pack: Pack, used: list[int], identify: Identify, path: str
+                ) -> list[Identifier | None]:
+    """Normal forms of the identifiers events refer to, by index (None: not referred to)."""
+    kinds, values = pack.identifier_kinds, pack.identifier_values
+    out: list[Identifier | None] = [None] * len(kinds)
+    for index in used:
+        try:
+            out[index] = identify(kinds[index], values[index], "identifier")
+        except InvalidArgument as exc:  # name the array entry: identifier_values[3]
+            raise InvalidArgument([FieldViolation(
+                f"{path}.identifier_{'kinds' if v.field.endswith('kind') else 'values'}"
+                f"[{index}]", v.reason) for v in exc.violations]) from None
+    return out
 
 
 def write_pack(store: EventStore, tx: WriteTxn, valid: ValidPack, path: str = "packed"
@@ -199,8 +218,12 @@ def write_pack(store: EventStore, tx: WriteTxn, valid: ValidPack, path: str = "p
     fresh = store.claim_digests(tx, valid.digests, store.next_seq(tx))
     if not fresh:
         return 0, n
-    seqs = np.fromiter((seq for seq, _ in fresh), np.int64, len(fresh))
-    pick = np.fromiter((index for _, index in fresh), np.int64, len(fresh))
+    if len(fresh) == n:  # nothing repeated: every event, in order
+        seqs = np.arange(fresh[0][0], fresh[0][0] + n, dtype=np.int64)
+        pick = np.arange(n, dtype=np.int64)
+    else:
+        seqs = np.fromiter((seq for seq, _ in fresh), np.int64, len(fresh))
+        pick = np.fromiter((index for _, index in fresh), np.int64, len(fresh))
     p = valid.pack
     texts = p.texts
     kind, channel, source = p.type[pick], p.channel[pick], p.source[pick]
@@ -208,12 +231,18 @@ def write_pack(store: EventStore, tx: WriteTxn, valid: ValidPack, path: str = "p
 
     # Nodes: one lookup per identifier; a new one is made by its first fresh event.
     batch_nodes: dict[Identifier, int] = {}
-    node_of_index = np.zeros(len(p.identifiers), np.int64)
     used, first_use = np.unique(who, return_index=True)
-    for index, at in zip(used.tolist(), first_use.tolist()):
-        node_of_index[index] = store.node_for(
-            tx, valid.identifiers[index], texts[source[at]], int(times[at]),
-            f"{path}.identifiers[{index}]", batch_nodes)
+    identifiers = valid.identifiers
+    known = store.committed_nodes.get
+    found = [known(identifiers[index]) for index in used.tolist()]  # type: ignore[arg-type]
+    if None in found:
+        for j, (index, at) in enumerate(zip(used.tolist(), first_use.tolist())):
+            if found[j] is None:
+                found[j] = store.node_for(
+                    tx, identifiers[index], texts[source[at]], int(times[at]),  # type: ignore
+                    f"{path}.identifier_values[{index}]", batch_nodes)
+    node_of_index = np.zeros(len(identifiers), np.int64)
+    node_of_index[used] = found
     nodes = node_of_index[who]
 
     # Interned ids of the texts the columns refer to, one intern per distinct text.
@@ -248,16 +277,19 @@ def write_pack(store: EventStore, tx: WriteTxn, valid: ValidPack, path: str = "p
     money = money_field
     records = []
     append = records.append
+    join = b"".join
     for code, at, k, a, b, c, d, e in zip(
             head_codes, pick.tolist(), kind.tolist(), product.tolist(), category.tolist(),
             brand.tolist(), price.tolist(), quantity.tolist()):
         if k <= 4:
-            body = b"".join((field_of_sid[a], field_of_sid[b], field_of_sid[c], money(d), v(e)))
+            append(join((heads[code], id_fields[at], field_of_sid[a], field_of_sid[b],
+                         field_of_sid[c], money(d), v(e))))
         elif k == _SEARCH:
-            body = text_field(texts[p.phrase[at]]) + v(int(p.results_count[at]))
+            append(join((heads[code], id_fields[at], text_field(texts[p.phrase[at]]),
+                         v(int(p.results_count[at])))))
         else:
-            body = v(int(p.action[at])) + field_of_sid[p.campaign[at]]
-        append(b"".join((heads[code], id_fields[at], body)))
+            append(join((heads[code], id_fields[at], v(int(p.action[at])),
+                         field_of_sid[p.campaign[at]])))
 
     keys = np.empty(len(fresh), _KEY)
     keys["node"] = nodes

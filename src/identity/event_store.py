@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from identity.columns import ORDER_LINE, PROPERTY, EventColumns, property_text
 from identity.errors import InvalidArgument
@@ -170,6 +170,12 @@ class EventStore:
         get = tx.get
         return [claim for digest, claim in claims.items()
                 if get("event_ids", digest) == pack(claim[0] & _INV32)]
+
+    @property
+    def committed_nodes(self) -> Mapping[Identifier, int]:
+        """Committed identifier -> node lookups the writer remembers (a partial cache). The
+        writer's hot path reads it directly; do not modify."""
+        return self._nodes
 
     def node_for(self, tx: WriteTxn, identifier: Identifier, source: str, time_ms: int,
                  path: str, batch_nodes: dict[Identifier, int]) -> int:

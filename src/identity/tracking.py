@@ -29,7 +29,7 @@ __all__ = ["Purchase", "PurchaseResult", "StreamBatch", "StreamStopped", "Tracki
            "purchase_event_id"]
 
 T = TypeVar("T")
-MAX_BATCHES_IN_FLIGHT = 8  # stream batches validated ahead of the writer
+MAX_BATCHES_IN_FLIGHT = 128  # batches checked ahead of the writer; those queued share a commit
 IDENTIFIER_CACHE_SIZE = 1 << 20  # raw identifiers whose normal form is remembered
 
 # Paths of a till purchase checked as an event (".order.total") -> request fields.

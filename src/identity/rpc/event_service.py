@@ -93,7 +93,8 @@ _PACK_ARRAYS = ("identifier", "type", "time_ms", "channel", "source", "product_i
 
 def pack_of(m: events_pb2.PackedEvents) -> Pack:
     """Columns straight from protobuf's C arrays: one numpy conversion per field."""
-    return Pack(list(m.texts), [(i.kind, i.value) for i in m.identifiers], list(m.event_ids),
+    return Pack(list(m.texts), np.array(m.identifier_kinds, np.int64).tolist(),
+                list(m.identifier_values), list(m.event_ids),
                 *(np.array(getattr(m, name), np.float64 if name == "price" else np.int64)
                   for name in _PACK_ARRAYS))
 
