@@ -32,18 +32,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from identity.decisions import Decision, Draft, Reading, TriggerCheck, Verdict
 from identity.errors import NotFound
 from identity.eventful import EventfulNodes
 from identity.sendlog import SendLog
 from identity.store import Store, WriteTxn
-from identity.suppression import Decision, Draft, Reading, Suppression, TriggerCheck, Verdict
+from identity.suppression import Suppression
 
 __all__ = ["Reservations", "ReservationStats"]
 
 
 @dataclass
 class ReservationStats:
-    """How reserving checks were settled (for tests and benchmarks; not persisted)."""
+    """How reserving checks were settled (for tests and benchmarks; not persisted).
+
+    ``validated`` and ``redecided`` are counted on the writer thread, so exactly;
+    ``from_snapshot`` by request threads, so only approximately under concurrency."""
 
     from_snapshot: int = 0  # answered without a write job (not SEND, replay, unknown)
     validated: int = 0  # SEND decided on the snapshot, still valid in the write job

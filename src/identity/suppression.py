@@ -7,11 +7,14 @@ not arrival: one that reaches us late still suppresses. Reasons are gathered, no
 short-circuited, so a caller sees all of them; any reason but quiet hours
 suppresses, quiet hours alone defer to the end of the window.
 
-With ``reserve`` the caller runs ``check`` inside ``Store.write``: the decision and
-the reservation share one write transaction, and write jobs run one at a time, so
-two concurrent checks for one person and trigger cannot both see "nothing sent
-yet". A key that reserved a send replays that decision; SUPPRESS and DEFER are not
-kept under the key, so a deferred trigger retried later is decided afresh.
+A reserving check is drafted on a read snapshot (``draft``, returning what it read)
+and reserved in a write job after re-validation (``reservations``); ``check`` inside
+``Store.write`` decides and reserves in one write transaction, the fallback when
+something changed. Write jobs run one at a time, so two concurrent checks for one
+person and trigger cannot both see "nothing sent yet". A key that reserved a send
+replays that decision; SUPPRESS and DEFER are not kept under the key, so a deferred
+trigger retried later is decided afresh. The values asked and answered live in
+``decisions``.
 
 Message events (``MESSAGE_ACTION_SENT``) count against caps like recorded sends;
 give such an event the send's idempotency key as its event id and it counts once.
@@ -20,11 +23,12 @@ Transactional rules skip caps and consent, and their sends do not count.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import IntEnum
 
+from identity.decisions import (
+    Decision, Draft, Reading, Reason, ReasonCode, SendOutcome, SendReport, TriggerCheck, Verdict,
+)
 from identity.event_store import CONSENT_SLOT, EventStore
 from identity.events import Channel, EventType, MessageAction, StoredEvent
 from identity.graph import IdentityGraph, NodeInfo
@@ -34,7 +38,7 @@ from identity.orders import OrderBook
 from identity.profiles import ProfileReader
 from identity.sendlog import RESERVED, SENT, Send, SendLog, subject_of
 from identity.store import Txn, WriteTxn
-from identity.trigger_rules import Cap, CapScope, PurchaseMatch, RuleBook, TriggerKind, TriggerRule
+from identity.trigger_rules import Cap, CapScope, PurchaseMatch, RuleBook, TriggerRule
 
 __all__ = ["Decision", "Draft", "Reading", "Reason", "ReasonCode", "SendOutcome", "SendReport",
            "Suppression", "TriggerCheck", "Verdict", "ADDRESS_KIND"]
@@ -43,129 +47,6 @@ ADDRESS_KIND = {Channel.EMAIL: Kind.EMAIL, Channel.SMS: Kind.PHONE, Channel.PUSH
 _ALL = 1 << 30  # history page size meaning "every matching event"
 _MESSAGES = frozenset({EventType.MESSAGE})
 _MESSAGES_AND_ORDERS = frozenset({EventType.MESSAGE, EventType.ORDER})
-
-
-class Verdict(IntEnum):
-    SEND = 1
-    SUPPRESS = 2
-    DEFER = 3
-
-
-class ReasonCode(IntEnum):
-    """Numbers shared with ``identity.v1.ReasonCode``."""
-
-    PURCHASED = 1
-    DUPLICATE = 2
-    CHANNEL_CAP = 3
-    CAMPAIGN_CAP = 4
-    QUIET_HOURS = 5
-    OPTED_OUT = 6
-    NO_CONSENT = 7
-    UNREACHABLE = 8
-    EXCLUDED_SEGMENT = 9
-    UNKNOWN_IDENTIFIER = 10
-
-
-@dataclass(frozen=True)
-class Reason:
-    code: ReasonCode
-    detail: str
-    until_ms: int | None = None
-    attributes: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class Decision:
-    verdict: Verdict
-    reasons: tuple[Reason, ...] = ()
-    person_id: str = ""
-    address: Identifier | None = None
-    next_allowed_ms: int | None = None
-    reserved: bool = False
-    replayed: bool = False
-    rule: str = ""
-
-    def to_json(self) -> bytes:
-        return json.dumps({
-            "v": int(self.verdict), "p": self.person_id, "n": self.next_allowed_ms,
-            "a": [int(self.address.kind), self.address.value] if self.address else None,
-            "r": [[int(r.code), r.detail, r.until_ms, list(r.attributes)] for r in self.reasons],
-            "s": self.reserved, "rule": self.rule,
-        }).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Decision:
-        d = json.loads(raw)
-        address = Identifier(Kind(d["a"][0]), d["a"][1]) if d["a"] else None
-        reasons = tuple(Reason(ReasonCode(c), t, u, tuple(tuple(a) for a in attrs))
-                        for c, t, u, attrs in d["r"])
-        return cls(Verdict(d["v"]), reasons, d["p"], address, d["n"], d["s"], False, d["rule"])
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """What a decision read that a concurrent reservation can change: the person's
-    member nodes and the keys of their sends since ``horizon_ms`` (older ones match no
-    window). Unchanged at commit time, the decision still holds (see ``reservations``)."""
-
-    root: int
-    members: tuple[int, ...]
-    horizon_ms: int
-    send_keys: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A decision not yet reserved; ``reading`` is None for replays and unknown identifiers."""
-
-    decision: Decision
-    rule: TriggerRule | None = None
-    address_node: int = 0
-    reading: Reading | None = None
-
-
-@dataclass(frozen=True)
-class TriggerCheck:
-    """One trigger to one person (or, with ``identifier`` unused, an audience template)."""
-
-    identifier: Identifier | None
-    trigger: TriggerKind | None
-    channel: Channel
-    now_ms: int
-    campaign: str = ""
-    scenario: str = ""
-    products: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    event_ms: int | None = None
-    reserve: bool = False
-    idempotency_key: str = ""
-
-    @property
-    def subject(self) -> int:
-        return subject_of(int(self.trigger or 0), self.scenario, self.products, self.categories)
-
-
-@dataclass(frozen=True)
-class SendReport:
-    """A message that went out (or, ``failed``, one whose reservation must be released)."""
-
-    identifier: Identifier
-    trigger: TriggerKind | None
-    channel: Channel
-    sent_ms: int
-    campaign: str = ""
-    scenario: str = ""
-    products: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    idempotency_key: str = ""
-    failed: bool = False
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    recorded: bool
-    matched_reservation: bool
-    person_id: str
 
 
 @dataclass(frozen=True, slots=True)
