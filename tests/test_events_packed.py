@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+
 import grpc
-import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from identity.client import IdentityClient, identifier, packed_events
 from identity.v1 import events_pb2 as ev
 
 from test_events import KETTLE, T0, event, violations, view
 
+_examples = itertools.count()
 TOASTER = dict(product_id="T-7", category="Home/Kitchen/Toasters", brand="Smeg", price=89.5)
 
 
@@ -178,3 +182,55 @@ def test_packed_form_refuses_types_it_does_not_carry_on_the_client():
     with pytest.raises(ValueError):
         packed_events([event("o1", "device_id:d1", T0,
                              order=ev.OrderEvent(order_id="A", lines=[ev.OrderLine(**KETTLE)]))])
+
+
+# -- both forms agree on any batch (hypothesis) ----------------------------------------
+
+_texts = st.sampled_from(["", "web", "Home/Kitchen/Kettles", "Bosch", "ünïcödé ☕", " x ", "P1"])
+_product = st.fixed_dictionaries(dict(
+    product_id=st.sampled_from(["P1", "K-42", "ünï"]), category=_texts, brand=_texts,
+    price=st.one_of(st.sampled_from([0.0, 39.99, 0.125, 1e-3, 123456.78]),
+                    st.floats(0, 1e6, allow_nan=False)),
+    quantity=st.integers(0, 5)))
+_payload = st.one_of(
+    *(st.builds(lambda p, case=case: {case: ev.ProductEvent(**p)}, _product)
+      for case in ("view", "add_to_cart", "remove_from_cart", "wishlist")),
+    st.builds(lambda phrase, n: {"search": ev.SearchEvent(phrase=phrase, results_count=n)},
+              _texts, st.integers(0, 1000)),
+    st.builds(lambda action, campaign: {"message": ev.MessageEvent(action=action,
+                                                                   campaign=campaign)},
+              st.integers(1, 5), _texts))
+_event = st.tuples(st.integers(0, 9), st.integers(0, 3), st.integers(1, 4_000_000_000_000),
+                   st.integers(0, 6), _texts, _payload)  # id, who, time, channel, source
+
+
+def _events(prefix: str, drawn: list[tuple]) -> list[ev.Event]:
+    return [event(f"{prefix}-e{n}", f"device_id:{prefix}-{who}", at, channel=channel,
+                  source=source, **payload)
+            for n, who, at, channel, source, payload in drawn]
+
+
+def _history(client: IdentityClient, who: str) -> list[ev.Event] | None:
+    try:
+        return comparable(client.get_profile(who, page_size=100))
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        return None
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=st.lists(_event, min_size=1, max_size=25))
+def test_any_batch_of_packable_events_is_stored_alike_in_both_forms(server, drawn):
+    prefix = f"t{next(_examples)}"
+    with IdentityClient(server.address) as client:
+        one_by_one = client.track_stream([_events(f"{prefix}a", drawn)])
+        packed = stream_packed(client, _events(f"{prefix}b", drawn))
+        assert (one_by_one.stored, one_by_one.duplicates) == (packed.stored, packed.duplicates)
+        for who in sorted({who for _, who, *_ in drawn}):
+            first = _history(client, f"device_id:{prefix}a-{who}")
+            assert first == _history(client, f"device_id:{prefix}b-{who}")
+            if first is None:  # all its events repeated earlier ids: never stored, in both
+                continue
+            assert column_rows(server, f"device_id:{prefix}a-{who}") == column_rows(
+                server, f"device_id:{prefix}b-{who}")

@@ -295,11 +295,9 @@ def write_pack(store: EventStore, tx: WriteTxn, valid: ValidPack, path: str = "p
     keys["node"] = nodes
     keys["time"] = _INV64 - times.astype(np.uint64)
     keys["seq"] = _INV32 - (seqs & _INV32)
-    order = np.argsort(keys, order=("node", "time", "seq"), kind="stable")
-    raw = keys[order].tobytes()
-    size = _KEY.itemsize
-    tx.put_many("events", [(raw[j * size : (j + 1) * size], records[i])
-                           for j, i in enumerate(order.tolist())])
+    order = np.lexsort((keys["seq"], keys["time"], keys["node"]))
+    tx.put_many("events", list(zip(keys[order].view(f"V{_KEY.itemsize}").tolist(),
+                                   [records[i] for i in order.tolist()])))
     store.set_next_seq(tx, int(seqs[-1]) + 1)
 
     # Segment columns: one row per event, as the per-event form makes them.

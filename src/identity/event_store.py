@@ -164,7 +164,10 @@ class EventStore:
                 if digest not in claims:  # a repeat inside the batch is a duplicate too
                     claims[digest] = (first + len(claims), index)
         pack = _U32.pack
-        items = sorted((digest, pack(seq & _INV32)) for digest, (seq, _) in claims.items())
+        if len(claims) == len(digests) and first + len(digests) <= _INV32:
+            items = sorted(zip(digests, map(pack, range(first, first + len(digests)))))
+        else:
+            items = sorted((digest, pack(seq & _INV32)) for digest, (seq, _) in claims.items())
         if tx.put_many("event_ids", items, overwrite=False) == len(items):
             return list(claims.values())
         get = tx.get
