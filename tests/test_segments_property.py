@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import tempfile
 from datetime import datetime, timezone
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from identity import event_index
+from identity import event_index, segments
 from identity.app import App
 from identity.client import IdentityClient
 from identity.config import Settings
@@ -41,7 +43,7 @@ def worlds(draw) -> World:
         persons = [p for i, p in enumerate(persons) if i != b]
     everyone = sorted(who for p in persons for who in p)
     events, orders = [], []
-    for i in range(draw(st.integers(0, 25))):
+    for i in range(draw(st.integers(0, 30))):
         kind = draw(st.sampled_from(["view", "add_to_cart", "order", "search", "cancel", "ad",
                                      "custom", "resight"]))
         e = {"id": f"e{i}", "who": draw(st.sampled_from(everyone)),
@@ -164,8 +166,10 @@ trees = st.recursive(leaves, lambda kids: st.builds(
 def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries: list[dict],
                                                           batches: int, min_tail: int):
     """Events arrive in several batches with a query after each, so the index takes them
-    in incrementally (sorted parts and tails, orders seen again or cancelled later)."""
+    in incrementally (sorted parts and tails, orders seen again or cancelled later);
+    row-reading leaves run with and without the narrowing of ``all`` groups."""
     saved, event_index._MIN_TAIL = event_index._MIN_TAIL, min_tail
+    saved_scope = segments.SCOPE_BELOW
     with tempfile.TemporaryDirectory() as data:
         app = App.open(Settings.load(env={}, data_dir=data, map_size="64MiB", time_zone=ZONE))
         server, port = create_server(app, "127.0.0.1:0", max_workers=4)
@@ -176,9 +180,74 @@ def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries:
                            lambda: client.count_segment(queries[0], as_of=AS_OF * 1000))
                 reference = Reference(world, AS_OF)
                 for tree in queries:
-                    got = client.count_segment(tree, as_of=AS_OF * 1000).count
-                    assert got == reference.count(tree), tree
+                    for scope_below in (0.0, 2.0):  # never narrowed, always narrowed
+                        segments.SCOPE_BELOW = scope_below
+                        got = client.count_segment(tree, as_of=AS_OF * 1000).count
+                        assert got == reference.count(tree), (tree, scope_below)
         finally:
             event_index._MIN_TAIL = saved
+            segments.SCOPE_BELOW = saved_scope
             server.stop(None).wait()
             app.close()
+
+
+def _dense_world(seed: int) -> World:
+    """A seeded world dense enough that every condition below holds for some persons."""
+    rnd = random.Random(seed)
+    persons = [{f"email:d{p}@example.com"} | ({f"phone:+4477009002{p:02d}"} if p % 3 else set())
+               for p in range(30)]
+    persons[0] |= persons.pop(1)  # one merged person
+    everyone = sorted(who for p in persons for who in p)
+    events: list[dict] = []
+    for i in range(400):
+        who, t = rnd.choice(everyone), AS_OF - rnd.randrange(0, 100 * 86400)
+        kind = rnd.choice(["view", "view", "add_to_cart", "order", "search"])
+        e = {"id": f"d{i}", "who": who, "time": t, "channel": rnd.choice(["web", "app"])}
+        if kind in ("view", "add_to_cart"):
+            e.update(type=kind, product=rnd.choice(PRODUCTS), category=rnd.choice(CATEGORIES),
+                     amount=5.0)
+        elif kind == "order":
+            e.update(type="order", order_id=f"do{i}", amount=float(rnd.randrange(1, 100)),
+                     lines=[{"product": rnd.choice(PRODUCTS), "category": rnd.choice(CATEGORIES),
+                             "price": 10.0}])
+        else:
+            e.update(type="search", phrase=rnd.choice(["tv", "red shoes"]))
+        events.append(e)
+    return World(persons, events, [], ZONE)
+
+
+DENSE_TREES = [
+    {"all": [{"aggregate": {"name": "orders_count", "range": {"min": 2}}},
+             {"event": {"filter": {"type": "view", "category": "Electronics"},
+                        "window": {"from_days_ago": 30, "to_days_ago": 0}, "count": {"min": 2}}},
+             {"abandoned": {"window": {"from_days_ago": 20, "to_days_ago": 0}}}]},
+    {"all": [{"cohort": {"cells": ["Loyal", "Promising", "At risk"]}},
+             {"none": [{"event": {"filter": {"type": "order"},
+                                  "window": {"from_days_ago": 10, "to_days_ago": 0}}}]},
+             {"any": [{"event": {"filter": {"type": "search", "search": {"contains": "tv"}}}},
+                      {"abandoned": {"cart_only": True, "count": {"min": 2}}}]}]},
+    {"all": [{"reachable": {"kind": "phone"}},
+             {"event": {"filter": {"type": "order", "category": "Home"}, "count": {"min": 1}}},
+             {"event": {"filter": {"type": "add_to_cart", "product_ids": ["p1", "p2"]},
+                        "window": {"from_days_ago": 60, "to_days_ago": 0}}}]},
+]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_narrowed_and_plain_evaluation_agree_with_the_reference_on_a_dense_world(make_server,
+                                                                                 seed: int):
+    world = _dense_world(seed)
+    server = make_server(time_zone=ZONE)
+    saved = segments.SCOPE_BELOW
+    try:
+        with IdentityClient(server.address) as client:
+            load_world(client, world.persons, world.events)
+            reference = Reference(world, AS_OF)
+            for tree in DENSE_TREES:
+                want = reference.count(tree)
+                assert want > 0, tree  # the world is dense enough to tell
+                for scope_below in (0.0, 2.0):
+                    segments.SCOPE_BELOW = scope_below
+                    assert client.count_segment(tree, as_of=AS_OF * 1000).count == want, tree
+    finally:
+        segments.SCOPE_BELOW = saved

@@ -13,7 +13,8 @@ that only one row ever reported and that no cancellation touched ("plain" orders
 Orders seen twice (site and till) or cancelled are few; their rows are listed apart
 and resolved at query time, so an order seen through two identifiers of one person
 still counts once, and a cancellation is honoured as of the query's time. Per-node
-facts become per-person ones through ``root[node]`` at query time, so merges and
+facts (times, and their local day numbers for "days since") become per-person
+ones through ``root[node]`` at query time, so merges and
 splits need no rebuild. Order refs are dense integers (``identity.orders``), so
 per-order facts are plain arrays indexed by ref.
 
@@ -25,16 +26,18 @@ arrives.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from identity.columns import COLUMNS, ORDER_LINE, ColumnView, EventColumns
 
-__all__ = ["EventIndex", "State", "Part", "NEVER", "ORDER", "CANCELLED"]
+__all__ = ["EventIndex", "State", "Part", "NEVER", "NO_DAY", "ORDER", "CANCELLED"]
 
 ORDER, CANCELLED = 5, 6
 NEVER = np.iinfo(np.int64).max
+NO_DAY = -(1 << 40)
 _MIN_TAIL = 1 << 14
 _ALL = tuple(name for name, _ in COLUMNS if name != "type")
 
@@ -71,9 +74,11 @@ class State:
     parts: dict[int, Part]
     max_time: int  # latest event time (s); -1 without events
     last_seen: np.ndarray  # per node: latest event time, -1 none
+    last_seen_day: np.ndarray  # per node: its local day number, NO_DAY none
     orders: np.ndarray  # per node: plain orders (float64)
     spent: np.ndarray  # per node: total of plain orders
     last_order: np.ndarray  # per node: time of the latest plain order, -1 none
+    last_order_day: np.ndarray  # per node: its local day number, NO_DAY none
     cancel_time: np.ndarray  # per order ref: first cancellation time, NEVER if none
     special: np.ndarray  # per order ref: seen twice or cancelled (not plain)
     first_row: np.ndarray  # per order ref: commit-order row of its first ORDER row, -1
@@ -97,13 +102,16 @@ def _grow(array: np.ndarray, size: int, fill) -> np.ndarray:
 class EventIndex:
     """Per-type time-sorted parts and per-node facts over one ``EventColumns``."""
 
-    def __init__(self, columns: EventColumns):
+    def __init__(self, columns: EventColumns, day_of: Callable[[np.ndarray], np.ndarray]):
         self.columns = columns
+        self.day_of = day_of  # UTC seconds -> local day numbers (identity.localdays)
         self._lock = threading.Lock()
         self._upto = 0
         self._parts: dict[int, Part] = {}
         self._max_time = -1
         self._last_seen = np.zeros(0, np.int64)
+        self._last_seen_day = np.zeros(0, np.int64)
+        self._last_order_day = np.zeros(0, np.int64)
         self._orders = np.zeros(0, np.float64)
         self._spent = np.zeros(0, np.float64)
         self._last_order = np.zeros(0, np.int64)
@@ -123,7 +131,8 @@ class EventIndex:
             self._add_rows(cols, start, end)
             self._upto = end
             self._state = State(cols, dict(self._parts), self._max_time, self._last_seen,
-                                self._orders, self._spent, self._last_order, self._cancel,
+                                self._last_seen_day, self._orders, self._spent,
+                                self._last_order, self._last_order_day, self._cancel,
                                 (self._sightings > 1) | (self._cancel != NEVER),
                                 self._first_row, self._special_rows)
             return self._state
@@ -141,6 +150,8 @@ class EventIndex:
         last_seen = _grow(self._last_seen, top, -1)
         np.maximum.at(last_seen, node, time)
         self._last_seen = last_seen
+        touched = None if len(node) > len(last_seen) // 4 else np.unique(node)
+        self._last_seen_day = self._days(last_seen, self._last_seen_day, touched)
         codes = np.unique(kind).tolist()
         for code in codes:
             rows = np.flatnonzero(kind == code) + start
@@ -208,6 +219,19 @@ class EventIndex:
         self._special_rows = np.concatenate(specials)
         self._sightings, self._cancel, self._first_row = sightings, cancel, first_row
         self._orders, self._spent, self._last_order = orders, spent, last_order
+        changed = np.r_[node[rows], cols["node"][lost_rows].astype(np.int64)]
+        touched = None if len(changed) > len(last_order) // 4 else np.unique(changed)
+        self._last_order_day = self._days(last_order, self._last_order_day, touched)
+
+    def _days(self, times: np.ndarray, days: np.ndarray, nodes: np.ndarray | None
+              ) -> np.ndarray:
+        """Local day numbers of per-node times (all, or those of ``nodes``), copied."""
+        days = _grow(days, len(times), NO_DAY)
+        if nodes is None:
+            nodes = np.arange(len(times))
+        t = times[nodes]
+        days[nodes] = np.where(t >= 0, self.day_of(np.maximum(t, 0)), NO_DAY)
+        return days
 
     def _recompute_last_order(self, cols: ColumnView, last_order: np.ndarray,
                               nodes: np.ndarray, special: np.ndarray) -> None:

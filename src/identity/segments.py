@@ -19,6 +19,7 @@ version (rows, graph, attributes, tags) and evaluation bounds.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from identity.conditions import (
     EventFilter, EventLeaf, Group, Node, Range, ReachableLeaf, SegmentLeaf, TagLeaf, Window,
 )
 from identity.errors import InvalidArgument
-from identity.event_index import ORDER, EventIndex, State
+from identity.event_index import NO_DAY, ORDER, EventIndex, State
 from identity.localdays import LocalDays
 from identity.population import CONSENT_SLOT, SLOTS, Population
 from identity.rfm import CohortMatrix, quintile_scores
@@ -44,15 +45,16 @@ __all__ = ["SegmentEngine", "Evaluation"]
 
 CHANNELS = {"app": 1, "web": 2, "pos": 3, "email": 4, "push": 5, "sms": 6}
 _CACHE_SIZE = 256
+SCOPE_BELOW = 0.5  # row-reading leaves look at in-scope rows only below this share of persons
 # order parameter -> column of ORDER and line rows (``identity.columns``)
 ORDER_COLUMNS = {"cuisine": "label", "store": "place", "meal_type": "detail",
                  "delivery_city": "city", "restaurant": "venue"}
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint32(0x9E3779B1)
 
 
-def _hash(keys: np.ndarray, bits: int) -> np.ndarray:
-    """Multiplicative hash of non-negative int64 keys to ``bits`` bits."""
-    return (keys.astype(np.uint64) * _GOLDEN >> np.uint64(64 - bits)).astype(np.intp)
+def _bit(product: np.ndarray) -> np.ndarray:
+    """Which of 32 signature bits a product id sets: the top 5 bits of a product hash."""
+    return (product.astype(np.uint32, copy=False) * _MIX) >> np.uint32(27)
 
 
 @dataclass
@@ -124,7 +126,7 @@ class SegmentEngine:
         self.columns, self.population, self.tags = columns, population, tags
         self.days, self.matrix = days, matrix
         self.text = _TextIndex(strings)
-        self.index = EventIndex(columns)
+        self.index = EventIndex(columns, days.day_of)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, object] = OrderedDict()
 
@@ -148,7 +150,7 @@ class SegmentEngine:
         root = self.population.roots()
         if len(root) < len(state.last_seen):  # nodes committed a moment ago: in no person yet
             root = _fit(root, len(state.last_seen), 0)
-        return _Query(self, state, root, as_of_ms // 1000, resolve, explain)
+        return _Query(self, state, root.astype(np.int32), as_of_ms // 1000, resolve, explain)
 
     def cached(self, key: tuple, compute: Callable[[], object]) -> object:
         with self._lock:
@@ -190,10 +192,13 @@ def _latest(key: np.ndarray, time: np.ndarray) -> np.ndarray:
 
 
 def _isin(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``np.isin`` for interned-string ids: a lookup table over the ids' range, no sort."""
+    """``np.isin`` for interned-string ids: one gather from a table of the wanted ids
+    (indices past the table clip to its last slot, which is never wanted); no sort."""
     if not len(ids):
         return np.zeros(len(values), dtype=bool)
-    return np.isin(values, ids, kind="table")
+    table = np.zeros(int(ids.max()) + 2, dtype=bool)
+    table[ids] = True
+    return table.take(values, mode="clip")
 
 
 class _Query:
@@ -213,14 +218,36 @@ class _Query:
         self.version = (state.cols.rows, engine.population.version, engine.tags.version)
         self.max_time = max(state.max_time, 0)
         self._stack: list[str] = []
+        self._scope_nodes: np.ndarray | None = None  # see _scoped
+        cancelled = state.cancel_time <= as_of  # per order ref, as of the query's time
+        self.cancelled = cancelled if cancelled.any() else None
 
     # -- tree --------------------------------------------------------------
 
-    def node(self, node: Node) -> np.ndarray:
+    def node(self, node: Node, scope: np.ndarray | None = None) -> np.ndarray:
+        """The node's value per person; exact where ``scope`` is True (None: everywhere).
+
+        An ``all`` group evaluates its children cheapest first and gives each the persons
+        still in (an ``any`` group, those not yet in), so conditions that read many rows
+        look only at the rows of persons who can still match: their row filters drop
+        the others' rows with a byte lookup before any other work. Explanations need
+        every value, so they evaluate everything everywhere."""
+        if self.explain:
+            scope = None
         if isinstance(node, Group):
-            parts = [self.node(child) for child in node.children]
-            result = np.logical_or.reduce(parts) if node.op != "all" \
-                else np.logical_and.reduce(parts)
+            result = None
+            children = sorted(node.children, key=self._cost) if not self.explain \
+                else node.children
+            for child in children:
+                if result is None:
+                    within = scope
+                else:
+                    within = result if node.op == "all" else ~result
+                    if scope is not None:
+                        within = within & scope
+                part = self.node(child, within)
+                result = part if result is None else \
+                    (result & part if node.op == "all" else result | part)
             if node.op == "none":
                 result = ~result
             measured = None
@@ -228,14 +255,51 @@ class _Query:
             if node.name in self._stack:
                 raise InvalidArgument.field(f"{node.path}.name", "segments refer to each other")
             self._stack.append(node.name)
-            result, measured = self.node(self.resolve(node)), None
+            result, measured = self.node(self.resolve(node), scope), None
             self._stack.pop()
         else:
             key = (replace(node, path=""), *self._bounds_key(node), self.version)
-            result, measured = self.e.cached(key, lambda: self._leaf(node))  # type: ignore
+            if isinstance(node, (EventLeaf, AbandonedLeaf)) and scope is not None \
+                    and np.count_nonzero(scope) < SCOPE_BELOW * len(scope):
+                key = (*key, hashlib.blake2b(np.packbits(scope).tobytes()).digest())
+                result, measured = self.e.cached(key, lambda: self._scoped(node, scope))
+            else:
+                result, measured = self.e.cached(key, lambda: self._leaf(node))  # type: ignore
         if self.explain:
             self.explained[node.path] = (result, measured)
         return result
+
+    def _scoped(self, node: Node, scope: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A row-reading leaf over the rows of nodes whose person is in ``scope`` only."""
+        self._scope_nodes = scope[self.root]
+        try:
+            return self._leaf(node)
+        finally:
+            self._scope_nodes = None
+
+    def _cost(self, node: Node) -> float:
+        """Rows a condition reads (0 for conditions over persons only), to order ``all``."""
+        if isinstance(node, Group):
+            return sum(self._cost(child) for child in node.children)
+        if isinstance(node, SegmentLeaf):
+            return float("inf")
+        if isinstance(node, EventLeaf):
+            code, _ = EVENT_TYPES[node.filter.type]
+            lines = code == ORDER and bool(node.filter.product_ids or node.filter.category
+                                           or node.filter.brand)
+            code = PROPERTY if node.filter.properties else ORDER_LINE if lines else code
+            return self._rows_in(code, node.window)
+        if isinstance(node, AbandonedLeaf):
+            return self._rows_in(1, node.window) + self._rows_in(2, node.window) \
+                + self._rows_in(ORDER_LINE, Window())
+        return 0.0
+
+    def _rows_in(self, code: int, w: Window) -> float:
+        part = self.st.part(code)
+        lo, hi = self.window(w)
+        times = part.sorted["time"]
+        return float(np.searchsorted(times, hi, "right") - np.searchsorted(times, lo)
+                     + len(part.tail))
 
     def _bounds_key(self, node: Node) -> tuple[object, ...]:
         """What a leaf's value depends on besides itself and the data."""
@@ -312,13 +376,14 @@ class _Query:
 
     def select(self, code: int, f: EventFilter, w: Window, action: int = 0,
                extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-        """Columns (``node``, ``time``, ``person`` and ``extra``) of the rows of type ``code``
-        in the window that match the filter, belong to a person and, for orders and their
-        lines, were not cancelled as of ``as_of``."""
+        """``person`` and the columns ``extra`` of the rows of type ``code`` in the window
+        that match the filter, belong to a person and, for orders and their lines, were
+        not cancelled as of ``as_of``. Cheap tests on the slice come first; the random
+        ``root[node]`` gather is done for the rows that pass them only."""
         lo, hi = self.window(w)
         tests = self._tests(f)
         orders = code in (ORDER, ORDER_LINE)
-        names = {"node", "time", *extra, *(column for column, _ in tests)}
+        names = {"node", *extra, *(column for column, _ in tests)}
         if action:
             names.add("action")
         if f.channel:
@@ -326,20 +391,34 @@ class _Query:
         if orders:
             names.add("order")
         data = self.st.part(code).select(self.cols, lo, hi, tuple(sorted(names)))
-        person = self.root[data["node"]] if len(data["node"]) else np.zeros(0, np.int64)
-        keep = person > 0
+        keep: np.ndarray | None = None
+
+        def narrow(hit: np.ndarray) -> None:
+            nonlocal keep
+            keep = hit if keep is None else keep & hit
+
+        if self._scope_nodes is not None:
+            narrow(self._scope_nodes[data["node"]])
         if action:
-            keep &= data["action"] == action
+            narrow(data["action"] == action)
         if f.channel:
-            keep &= data["channel"] == CHANNELS[f.channel]
+            narrow(data["channel"] == CHANNELS[f.channel])
         for column, ids in tests:
-            keep &= _isin(data[column], ids)
-        if orders and len(keep):
-            keep &= self.st.cancel_time[data["order"]] > self.as_of
-        data["person"] = person
-        if not keep.all():
-            data = {name: values[keep] for name, values in data.items()}
-        return data
+            narrow(_isin(data[column], ids))
+        if orders and len(data["order"]) and self.cancelled is not None:
+            narrow(~self.cancelled.take(data["order"], mode="clip"))
+        wanted = ("node", *extra)
+        if keep is not None and not keep.all():
+            rows = np.flatnonzero(keep)
+            data = {name: data[name][rows] for name in wanted}
+        person = self.root[data["node"]]
+        out = {name: data[name] for name in extra}
+        if len(person) and not person.all():  # nodes of erased persons
+            known = person > 0
+            person = person[known]
+            out = {name: values[known] for name, values in out.items()}
+        out["person"] = person
+        return out
 
     # -- leaves ------------------------------------------------------------
 
@@ -353,6 +432,9 @@ class _Query:
                                            or leaf.measure == "distinct_products")
             extra = ("amount",) if leaf.measure == "amount" else \
                 ("product",) if leaf.measure == "distinct_products" or lines else ()
+            if code == ORDER:  # what resolving orders seen twice needs
+                extra = ("product", "amount", "order", "time") if lines else \
+                    ("amount", "order", "time")
             d = self.select(ORDER_LINE if lines else code, f, leaf.window, action, extra)
             person = d["person"]
             if leaf.measure == "distinct_products":
@@ -369,7 +451,7 @@ class _Query:
 
     def _distinct_pairs(self, person: np.ndarray, product: np.ndarray) -> np.ndarray:
         known = product > 0
-        keys = np.unique((person[known] << 32) | product[known].astype(np.int64))
+        keys = np.unique((person[known].astype(np.int64) << 32) | product[known])
         return np.bincount(keys >> 32, minlength=self.n).astype(np.float64)
 
     def _orders(self, d: dict[str, np.ndarray], lines: bool, amount: bool) -> np.ndarray:
@@ -393,7 +475,7 @@ class _Query:
             values = np.bincount(person[plain], minlength=n).astype(np.float64)
         if special.any():
             sp, sr, st = person[special], ref[special], d["time"][special]
-            key = (sp << 32) | sr
+            key = (sp.astype(np.int64) << 32) | sr
             if amount and lines:  # each (order, product) once, from one sighting
                 pairs = np.stack([key, d["product"][special].astype(np.int64)], axis=1)
                 _, pick = np.unique(pairs, axis=0, return_index=True)
@@ -427,40 +509,38 @@ class _Query:
     def abandoned(self, leaf: AbandonedLeaf) -> tuple[np.ndarray, np.ndarray]:
         """Items looked at in the window and not ordered at or after the last look.
 
-        (person, product) keys of looks are checked against those of order lines with a
-        hashed bitmap: a look whose bit is unset was never bought; the few others are
-        checked exactly against the few lines whose bits their keys set."""
-        looks = [self.select(2, leaf.filter, leaf.window, 0, ("product",))]
+        Each person gets a 32-bit signature of the products it bought (one bit per
+        product hash); a look whose bit is unset in its person's signature was never
+        bought. The few others are checked exactly against the purchases of their
+        persons: (person, product) keys, latest purchase time per key, one search."""
+        looks = [self.select(2, leaf.filter, leaf.window, 0, ("product", "time"))]
         if not leaf.cart_only:
-            looks.append(self.select(1, leaf.filter, leaf.window, 0, ("product",)))
+            looks.append(self.select(1, leaf.filter, leaf.window, 0, ("product", "time")))
         person = np.concatenate([d["person"] for d in looks])
-        product = np.concatenate([d["product"] for d in looks]).astype(np.int64)
-        time = np.concatenate([d["time"] for d in looks]).astype(np.int64)
-        keep = product > 0
-        person, product, time = person[keep], product[keep], time[keep]
-        bought = self.select(ORDER_LINE, EventFilter(), Window(), 0, ("product",))
-        bperson, bproduct = bought["person"], bought["product"].astype(np.int64)
+        product = np.concatenate([d["product"] for d in looks])
+        time = np.concatenate([d["time"] for d in looks])
+        if len(product) and not product.all():
+            known = product > 0
+            person, product, time = person[known], product[known], time[known]
+        bought = self.select(ORDER_LINE, EventFilter(), Window(), 0, ("product", "time"))
+        bperson, bproduct = bought["person"], bought["product"]
+        signature = np.zeros(self.n, dtype=np.uint32)
+        np.bitwise_or.at(signature, bperson, np.left_shift(np.uint32(1), _bit(bproduct)))
+        maybe = np.flatnonzero((signature[person] >> _bit(product)) & np.uint32(1))
+        left = np.ones(len(person), dtype=bool)
         width = int(max(product.max(initial=0), bproduct.max(initial=0))) + 1
-        look_key = person * width + product
-        buy_key = bperson * width + bproduct
-        bits = int(min(26, max(16, (16 * len(buy_key)).bit_length())))
-        look_hash, buy_hash = _hash(look_key, bits), _hash(buy_key, bits)
-        bitmap = np.zeros(1 << bits, dtype=bool)
-        bitmap[buy_hash] = True
-        maybe = np.flatnonzero(bitmap[look_hash])
-        left = np.ones(len(look_key), dtype=bool)
         if len(maybe):
-            bitmap[:] = False
-            bitmap[look_hash[maybe]] = True
-            near = bitmap[buy_hash]
-            keys, times = buy_key[near], bought["time"][near].astype(np.int64)
-            order = np.lexsort((times, keys))
-            keys, times = keys[order], times[order]
-            last = np.r_[keys[1:] != keys[:-1], True]
-            keys, times = keys[last], times[last]  # latest purchase per key
-            at = np.minimum(np.searchsorted(keys, look_key[maybe]), max(len(keys) - 1, 0))
-            found = (keys[at] == look_key[maybe]) if len(keys) else np.zeros(len(maybe), bool)
-            latest = np.where(found, times[at] if len(keys) else -1, -1)
+            suspects = np.zeros(self.n, dtype=bool)
+            suspects[person[maybe]] = True
+            near = np.flatnonzero(suspects[bperson])
+            keys = bperson[near].astype(np.int64) * width + bproduct[near]
+            order = np.argsort(keys)
+            keys, times = keys[order], bought["time"][near][order].astype(np.int64)
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            keys, times = keys[starts], np.maximum.reduceat(times, starts)  # latest per key
+            wanted = person[maybe].astype(np.int64) * width + product[maybe]
+            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+            latest = np.where(keys[at] == wanted, times[at], -1)
             left[maybe] = time[maybe] > latest
         rng = leaf.count
         if not self.explain and rng.max is None and (rng.min is None or rng.min <= 1):
@@ -468,8 +548,8 @@ class _Query:
             has[person[left]] = True
             values = has.astype(np.float64)  # 1: at least one item (exact count not needed)
         else:
-            values = np.bincount(np.unique(look_key[left]) // width,
-                                 minlength=self.n).astype(np.float64)
+            pairs = np.unique(person[left].astype(np.int64) * width + product[left])
+            values = np.bincount(pairs // width, minlength=self.n).astype(np.float64)
         return _in_range(values, rng), values
 
     def attribute(self, leaf: AttributeLeaf) -> np.ndarray:
@@ -502,10 +582,10 @@ class _Query:
     def _person_sum(self, per_node: np.ndarray) -> np.ndarray:
         return np.bincount(self.root, weights=_fit(per_node, self.n, 0.0), minlength=self.n)
 
-    def _person_max(self, per_node: np.ndarray) -> np.ndarray:
-        """Per person: the max over its nodes (-1 none); only merged nodes need a scatter."""
-        values = _fit(per_node, self.n, -1)
-        out = np.where(self.is_root, values, -1).astype(np.int64)
+    def _person_max(self, per_node: np.ndarray, none: int = -1) -> np.ndarray:
+        """Per person: the max over its nodes (``none``: none); only merged nodes scatter."""
+        values = _fit(per_node, self.n, none)
+        out = np.where(self.is_root, values, none).astype(np.int64)
         merged = np.flatnonzero(~self.is_root & (self.root > 0))
         np.maximum.at(out, self.root[merged], values[merged])
         return out
@@ -515,10 +595,10 @@ class _Query:
         if self.as_of >= st.max_time:  # every event counts: the maintained per-node facts
             count = self._person_sum(st.orders)
             total = self._person_sum(st.spent)
-            last_order = self._person_max(st.last_order)
-            last_seen = self._person_max(st.last_seen)
+            order_day = self._person_max(st.last_order_day, NO_DAY)
+            seen_day = self._person_max(st.last_seen_day, NO_DAY)
         else:  # an earlier time: plain orders and activity from the rows up to as_of
-            d = self.select(ORDER, EventFilter(), Window(), 0, ("amount",))
+            d = self.select(ORDER, EventFilter(), Window(), 0, ("amount", "order", "time"))
             plain = ~st.special[d["order"]]
             count = np.bincount(d["person"][plain], minlength=n).astype(np.float64)
             total = _sum(d["person"][plain], d["amount"][plain], n)
@@ -528,6 +608,8 @@ class _Query:
             for code in list(st.parts):
                 rows = st.part(code).select(self.cols, 0, self.as_of, ("node", "time"))
                 np.maximum.at(last_seen, self.root[rows["node"]], rows["time"].astype(np.int64))
+            last_seen[0] = -1
+            order_day, seen_day = self._day(last_order), self._day(last_seen)
         # orders seen twice (or cancelled later): once per (person, ref), latest sighting
         rows = st.special_rows
         if len(rows):
@@ -537,23 +619,24 @@ class _Query:
             person = self.root[c.node[rows]]
             keep = (t <= self.as_of) & (st.cancel_time[ref] > self.as_of) & (person > 0)
             ref, t, person, amount = ref[keep], t[keep], person[keep], c.amount[rows[keep]]
-            key = (person << 32) | ref
+            key = (person.astype(np.int64) << 32) | ref
             last = _latest(key, t)
             count += np.bincount(person[last], minlength=n)
             total += _sum(person[last], amount[last], n)
-            np.maximum.at(last_order, person[last], t[last])
-        last_seen[0] = -1
+            np.maximum.at(order_day, person[last], self._day(t[last]))
+        seen_day[0] = NO_DAY
         with np.errstate(invalid="ignore", divide="ignore"):
             average = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         return {"orders_count": count, "total_spent": total, "average_check": average,
-                "days_since_last_order": self._days_since(last_order),
-                "days_since_last_activity": self._days_since(last_seen)}
+                "days_since_last_order": self._days_since(order_day),
+                "days_since_last_activity": self._days_since(seen_day)}
 
-    def _days_since(self, last: np.ndarray) -> np.ndarray:
-        out = np.full(len(last), np.nan)
-        known = np.flatnonzero(last >= 0)
-        out[known] = self.today - self.e.days.day_of(last[known])
-        return out
+    def _day(self, times: np.ndarray) -> np.ndarray:
+        """Local day numbers of times; NO_DAY where there is no time (-1)."""
+        return np.where(times >= 0, self.e.days.day_of(np.maximum(times, 0)), NO_DAY)
+
+    def _days_since(self, day: np.ndarray) -> np.ndarray:
+        return np.where(day != NO_DAY, self.today - day, np.nan)
 
     def cells(self) -> np.ndarray:
         """Per person: RF cell index (-1 none)."""
