@@ -1,15 +1,16 @@
 """Which nodes have ever had an order, a message event or an attribute statement.
 
 A trigger decision reads a person's orders, message events and attributes (time
-zone, consents). Most persons of a campaign audience have none of these on most of
-their identifiers, yet finding that out from the row store costs a cursor per node
-per kind. The event columns (``identity.columns``) already hold every stored event
-in memory, so one vectorised pass over the rows appended since the last look marks
-the nodes that have such rows; ``Suppression.decide`` skips the reads for the rest.
+zone, consents). Most persons have none of these on most of their identifiers, yet
+finding that out from the row store costs a cursor per node per kind. The event
+columns (``identity.columns``) already hold every stored event in memory, so one
+vectorised pass over the rows appended since the last look marks the nodes that have
+such rows; ``Suppression.decide`` skips the reads for the rest (checks and audiences
+on read snapshots; never inside a write job, whose group is not yet in the columns).
 
 The mask only grows (a forgotten node stays marked and is simply read), so it never
 hides an event that the columns hold. Columns are appended right after each commit,
-before the write is acknowledged; a batch decided in that instant may miss an event
+before the write is acknowledged; a decision made in that instant may miss an event
 whose own write has not been acknowledged yet, as if it had arrived a moment later.
 """
 
