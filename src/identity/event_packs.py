@@ -14,7 +14,7 @@ id, events kept against the node that did them).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +38,7 @@ _MAX_SOURCE = 128
 _MAX_QUANTITY = 1_000_000
 _INV64 = np.uint64((1 << 64) - 1)
 _INV32 = (1 << 32) - 1
+_LENGTHS = [varint(n) for n in range(MAX_EVENT_ID_LENGTH + 1)]  # length prefixes of ids
 _KEY = np.dtype([("node", ">u4"), ("time", ">u8"), ("seq", ">u4")])  # the ``events`` key
 
 
@@ -114,9 +115,11 @@ def _full(array: np.ndarray, n: int, dtype: type) -> np.ndarray:
     return array if len(array) else np.zeros(n, dtype)
 
 
-def check_pack(pack: Pack, identify: Identify, now_ms: int, path: str = "packed") -> ValidPack:
+def check_pack(pack: Pack, identify: Identify, now_ms: int, path: str = "packed",
+               known: Mapping[tuple[int, str], Identifier] | None = None) -> ValidPack:
     """Check a whole pack, column by column; raise ``InvalidArgument`` naming the bad
-    field of the first bad event (``packed.price[17]``) or table entry."""
+    field of the first bad event (``packed.price[17]``) or table entry. ``known``: raw
+    ``(kind, value)`` -> normal form already worked out, read before calling ``identify``."""
     n = len(pack.event_ids)
     for name in _REQUIRED + _OPTIONAL:
         size = len(getattr(pack, name))
@@ -182,24 +185,31 @@ def check_pack(pack: Pack, identify: Identify, now_ms: int, path: str = "packed"
                                 for mask, name, reason in problems), key=lambda p: p[0])
         raise _bad(f"{path}.{name}[{at}]", reason)
 
-    identifiers = _normalised(pack, np.unique(columns["identifier"]).tolist(), identify, path)
+    identifiers = _normalised(pack, np.unique(columns["identifier"]).tolist(), identify, path,
+                              known or {})
     blake2b = hashlib.blake2b
     digests = [blake2b(raw, digest_size=DIGEST_SIZE).digest() for raw in encoded]
     if (lengths == 36).any():  # perhaps UUIDs, which records keep in 16 bytes
         id_fields = [event_id_field(event_id) for event_id in pack.event_ids]
     else:
-        id_fields = [varint(len(raw)) + raw for raw in encoded]
+        length = _LENGTHS  # every id is at most MAX_EVENT_ID_LENGTH bytes by now
+        id_fields = [length[len(raw)] + raw for raw in encoded]
     resolved = np.where(times == 0, now_ms, times)
     return ValidPack(pack._replace(**columns, texts=texts), identifiers, resolved,
                      np.where(quantity == 0, 1, quantity), digests, id_fields)
 
 
-def _normalised(pack: Pack, used: list[int], identify: Identify, path: str
-                ) -> list[Identifier | None]:
+def _normalised(pack: Pack, used: list[int], identify: Identify, path: str,
+                known: Mapping[tuple[int, str], Identifier]) -> list[Identifier | None]:
     """Normal forms of the identifiers events refer to, by index (None: not referred to)."""
     kinds, values = pack.identifier_kinds, pack.identifier_values
     out: list[Identifier | None] = [None] * len(kinds)
+    find = known.get
     for index in used:
+        out[index] = find((kinds[index], values[index]))
+    for index in used:
+        if out[index] is not None:
+            continue
         try:
             out[index] = identify(kinds[index], values[index], "identifier")
         except InvalidArgument as exc:  # name the array entry: identifier_values[3]

@@ -179,7 +179,7 @@ class Tracking:
 
     def validate_pack(self, pack: Pack, path: str = "packed") -> ValidPack:
         """Check a columnar batch whole (``identity.event_packs``) before it is written."""
-        return check_pack(pack, self._identify_cached, now_ms(), path)
+        return check_pack(pack, self._identify_cached, now_ms(), path, self._identified)
 
     def _identify_cached(self, kind: int, value: str, path: str) -> Identifier:
         seen = self._identified
