@@ -39,6 +39,7 @@ ORDER, CANCELLED = 5, 6
 NEVER = np.iinfo(np.int64).max
 NO_DAY = -(1 << 40)
 _MIN_TAIL = 1 << 14
+_U32_MAX = (1 << 32) - 1
 _ALL = tuple(name for name, _ in COLUMNS if name != "type")
 
 
@@ -49,18 +50,36 @@ class Part:
     sorted: dict[str, np.ndarray]
     tail: np.ndarray  # row numbers into the commit-order columns, not sorted
 
-    def select(self, cols: ColumnView, lo: int, hi: int, names: tuple[str, ...]
-               ) -> dict[str, np.ndarray]:
-        """Columns ``names`` of the rows with ``lo <= time <= hi``; sorted slice then tail."""
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """Slice bounds of the sorted rows with ``lo <= time <= hi`` (a u32 search: a
+        Python int would make numpy convert the whole column first)."""
+        if hi < 0 or lo > _U32_MAX:
+            return 0, 0
         times = self.sorted["time"]
-        a, b = np.searchsorted(times, lo, "left"), np.searchsorted(times, hi, "right")
-        out = {name: self.sorted[name][a:b] for name in names}
+        a = np.searchsorted(times, np.uint32(max(lo, 0)), "left")
+        b = np.searchsorted(times, np.uint32(min(hi, _U32_MAX)), "right")
+        return int(a), int(b)
+
+    def chunks(self, cols: ColumnView, lo: int, hi: int, names: tuple[str, ...]
+               ) -> list[dict[str, np.ndarray]]:
+        """Columns ``names`` of the rows with ``lo <= time <= hi``: a slice of the sorted
+        part (views, no copy), then the tail's rows in the window if there are any."""
+        a, b = self.span(lo, hi)
+        out = [{name: self.sorted[name][a:b] for name in names}]
         if len(self.tail):
             t = cols["time"][self.tail]
             rows = self.tail[(t >= lo) & (t <= hi)]
             if len(rows):
-                out = {name: np.concatenate([out[name], cols[name][rows]]) for name in names}
+                out.append({name: cols[name][rows] for name in names})
         return out
+
+    def select(self, cols: ColumnView, lo: int, hi: int, names: tuple[str, ...]
+               ) -> dict[str, np.ndarray]:
+        """``chunks`` joined into one set of columns."""
+        parts = self.chunks(cols, lo, hi, names)
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([p[name] for p in parts]) for name in names}
 
     def __len__(self) -> int:
         return len(self.sorted["time"]) + len(self.tail)

@@ -296,10 +296,8 @@ class _Query:
 
     def _rows_in(self, code: int, w: Window) -> float:
         part = self.st.part(code)
-        lo, hi = self.window(w)
-        times = part.sorted["time"]
-        return float(np.searchsorted(times, hi, "right") - np.searchsorted(times, lo)
-                     + len(part.tail))
+        a, b = part.span(*self.window(w))
+        return float(b - a + len(part.tail))
 
     def _bounds_key(self, node: Node) -> tuple[object, ...]:
         """What a leaf's value depends on besides itself and the data."""
@@ -390,7 +388,16 @@ class _Query:
             names.add("channel")
         if orders:
             names.add("order")
-        data = self.st.part(code).select(self.cols, lo, hi, tuple(sorted(names)))
+        chunks = self.st.part(code).chunks(self.cols, lo, hi, tuple(sorted(names)))
+        outs = [self._filter(data, f, tests, action, orders, extra) for data in chunks]
+        if len(outs) == 1:
+            return outs[0]
+        return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
+
+    def _filter(self, data: dict[str, np.ndarray], f: EventFilter,
+                tests: list[tuple[str, np.ndarray]], action: int, orders: bool,
+                extra: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """``select`` on one chunk of rows."""
         keep: np.ndarray | None = None
 
         def narrow(hit: np.ndarray) -> None:
