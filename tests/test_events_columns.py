@@ -151,3 +151,17 @@ def test_compaction_merges_small_blocks_and_keeps_row_order(tmp_path: Path):
             assert loaded.load(tx) == 30
         assert loaded.snapshot().node.tolist() == [i for i in range(10) for _ in range(3)]
         assert store.write(lambda tx: columns.compact(tx, target_rows=12)) == 0
+
+
+def test_blocks_written_before_the_new_columns_still_load():
+    old = [(7, 1_700_000_000, 5, 2, 0, 0, 0, 0, 12.5, 0, 4, 9, 11),  # an order: place 11
+           (8, 1_700_000_001, 1, 2, 0, 3, 5, 6, 1.0, 1, 0, 0, 0)]
+    names = [name for name, _ in COLUMNS][:13]
+    table = np.array(old, dtype=[(name, dtype) for name, dtype in COLUMNS[:13]])
+    block = b"EVC1" + len(old).to_bytes(4, "little") + b"".join(
+        np.ascontiguousarray(table[name]).tobytes() for name in names)
+    arrays = unpack_block(block)
+    assert arrays["amount"].tolist() == [12.5, 1.0]
+    assert arrays["detail"].tolist() == [0, 0] and arrays["city"].tolist() == [0, 0]
+    assert arrays["venue"].tolist() == [11, 0]  # the order's store-or-restaurant
+    assert arrays["place"].tolist() == [11, 0]

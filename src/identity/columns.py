@@ -41,14 +41,16 @@ value in ``detail``), beside the event's own row, as ``ORDER_LINE`` rows do for 
 Recipes. Orders counted once: ``np.unique(order[type == ORDER])``; cancelled ones:
 ``np.isin(order, order[type == ORDER_CANCELLED])``; a site and a POS sighting of one
 order are two ORDER rows with the same ``order`` (keep one per (person, order)).
-Events per person in a window: ``np.bincount(person_of_node[node[mask]])``.
+Events per person in a window: ``np.bincount(person_of_node[node[mask]])``. Segments
+read these rows through ``identity.event_index``, which keeps them per type sorted by time.
 
 Block layout (little-endian): ``b"EVC2"``, u32 row count, then each column's values
 in schema order. Blocks written before ``detail``, ``city`` and ``venue`` existed
 (``b"EVC1"``: the first 13 columns) still load: the new columns read as 0 (their
 events match no filter on ad id, meal type, delivery city or property), and their
 order rows, whose ``place`` held the store or else the restaurant, copy ``place``
-into ``venue`` so a restaurant filter still finds them. Keys are u64 big-endian block numbers, so blocks load in commit order.
+into ``venue`` so a restaurant filter still finds them. Keys are u64 big-endian block
+numbers, so blocks load in commit order.
 ``compact`` merges runs of small blocks (a unary ``Track`` writes one per call); the
 service runs it at start-up when small blocks have piled up, before ``load``.
 """
@@ -180,7 +182,7 @@ class EventColumns:
             for name, array in unpack_block(data).items():
                 pieces[name].append(array)
         total = sum(len(a) for a in pieces["node"])
-        capacity = max(1 << 16, 1 << (total + total // 4).bit_length())
+        capacity = max(1 << 16, total + total // 8)  # room for appends; _extend doubles
         buffers = {}
         for name, dtype in _DTYPES.items():
             buffer = np.zeros(capacity, dtype)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from identity.columns import COLUMNS, ORDER_LINE, ColumnView, EventColumns
+from identity.columns import COLUMNS, ORDER_LINE, PROPERTY, ColumnView, EventColumns
 
 __all__ = ["EventIndex", "State", "Part", "NEVER", "NO_DAY", "ORDER", "CANCELLED"]
 
@@ -41,6 +41,23 @@ NO_DAY = -(1 << 40)
 _MIN_TAIL = 1 << 14
 _U32_MAX = (1 << 32) - 1
 _ALL = tuple(name for name, _ in COLUMNS if name != "type")
+_DTYPES = dict(COLUMNS)
+_PRODUCT = ("node", "time", "channel", "product", "category", "brand", "amount", "quantity")
+# Columns a type's rows can carry (identity.columns); the others are zero for that type and
+# are not copied into its sorted part (a view reads them as zeros).
+KEPT: dict[int, tuple[str, ...]] = {
+    1: _PRODUCT, 2: _PRODUCT, 3: _PRODUCT, 4: _PRODUCT,
+    ORDER: ("node", "time", "channel", "amount", "order", "label", "place", "detail", "city",
+            "venue"),
+    CANCELLED: ("node", "time", "channel", "order"),
+    7: ("node", "time", "channel", "label"),
+    8: ("node", "time", "channel", "action", "product", "label", "place", "detail"),
+    9: ("node", "time", "channel", "action", "label"),
+    10: ("node", "time", "channel", "order", "label"),
+    11: ("node", "time", "channel"),
+    ORDER_LINE: tuple(name for name in _ALL if name != "action"),
+    PROPERTY: ("node", "time", "channel", "order", "label", "place", "detail"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +82,8 @@ class Part:
         """Columns ``names`` of the rows with ``lo <= time <= hi``: a slice of the sorted
         part (views, no copy), then the tail's rows in the window if there are any."""
         a, b = self.span(lo, hi)
-        out = [{name: self.sorted[name][a:b] for name in names}]
+        out = [{name: self.sorted[name][a:b] if name in self.sorted
+                else np.broadcast_to(np.zeros(1, _DTYPES[name]), (b - a,)) for name in names}]
         if len(self.tail):
             t = cols["time"][self.tail]
             rows = self.tail[(t >= lo) & (t <= hi)]
@@ -106,7 +124,7 @@ class State:
     def part(self, code: int) -> Part:
         found = self.parts.get(code)
         if found is None:
-            return Part({name: np.zeros(0, dtype) for name, dtype in COLUMNS}, np.zeros(0, np.int64))
+            return Part({"time": np.zeros(0, np.uint32)}, np.zeros(0, np.int64))
         return found
 
 
@@ -181,20 +199,21 @@ class EventIndex:
     def _add_to_part(self, cols: ColumnView, code: int, rows: np.ndarray) -> None:
         part = self._parts.get(code)
         if part is None:
-            part = Part({name: np.zeros(0, dtype) for name, dtype in COLUMNS if name != "type"},
+            part = Part({name: np.zeros(0, _DTYPES[name]) for name in KEPT.get(code, _ALL)},
                         np.zeros(0, np.int64))
         tail = np.concatenate([part.tail, rows]) if len(part.tail) else rows
         if len(tail) < max(_MIN_TAIL, len(part.sorted["time"]) // 8):
             self._parts[code] = Part(part.sorted, tail)
             return
-        fresh = {name: cols[name][tail] for name in _ALL}
+        kept = KEPT.get(code, _ALL)
+        fresh = {name: cols[name][tail] for name in kept}
         order = np.argsort(fresh["time"], kind="stable")
         fresh = {name: values[order] for name, values in fresh.items()}
         old = part.sorted
         if not len(old["time"]) or int(old["time"][-1]) <= int(fresh["time"][0]):
-            merged = {name: np.concatenate([old[name], fresh[name]]) for name in _ALL}
+            merged = {name: np.concatenate([old[name], fresh[name]]) for name in kept}
         else:  # late events: a stable merge keeps commit order among equal times
-            joined = {name: np.concatenate([old[name], fresh[name]]) for name in _ALL}
+            joined = {name: np.concatenate([old[name], fresh[name]]) for name in kept}
             order = np.argsort(joined["time"], kind="stable")
             merged = {name: values[order] for name, values in joined.items()}
         self._parts[code] = Part(merged, np.zeros(0, np.int64))
