@@ -21,7 +21,9 @@ Measures, in one run:
 The server runs in a subprocess so client and server do not share a GIL; requests are
 serialised before timing starts. Figures are medians of ``--repeat`` repetitions. The
 server's CPU seconds over the timed stream are reported too (events per CPU-second):
-unlike wall-clock rates, they hardly move when other work shares the machine.
+unlike wall-clock rates, they hardly move when other work shares the machine. So are the
+bytes the server wrote to storage per event (``/proc/PID/io``): every commit writes each
+page it dirtied, so this shows what random keys cost the disk.
 
     .venv/bin/python scripts/bench_events.py                      # 200k events x 3
     .venv/bin/python scripts/bench_events.py --events 1000000 --repeat 5
@@ -169,6 +171,11 @@ class Server:
             ("grpc.max_send_message_length", 64 << 20),
             ("grpc.max_receive_message_length", 64 << 20)])
 
+    def written_bytes(self) -> int:
+        """Bytes the server process has caused to be written to storage (/proc/PID/io)."""
+        with open(f"/proc/{self.proc.pid}/io") as io:
+            return int(dict(line.split(": ") for line in io.read().splitlines())["write_bytes"])
+
     def cpu_seconds(self) -> float:
         call = self.channel.unary_unary(CPU, request_serializer=None, response_deserializer=None)
         return float(call(b""))
@@ -280,6 +287,7 @@ def run(args: argparse.Namespace) -> None:
         forms = ("events", "packed") if args.form == "both" else (args.form,)
         rates: dict[str, list[float]] = {form: [] for form in forms}
         cpu_rates: dict[str, list[float]] = {form: [] for form in forms}
+        written: dict[str, list[float]] = {form: [] for form in forms}
         raw_rates, grouped_rates, sizes, stored = [], [], {}, {}
         for rep in range(args.repeat):
             for form in forms:
@@ -290,9 +298,11 @@ def run(args: argparse.Namespace) -> None:
                 try:
                     _, warm = stream(server.channel,
                                      warm_up_messages(args.identifiers, args.batch))
-                    cpu_before = server.cpu_seconds()
+                    cpu_before, written_before = server.cpu_seconds(), server.written_bytes()
                     seconds, reply = stream(server.channel, messages)
                     cpu_used = server.cpu_seconds() - cpu_before
+                    written[form].append((server.written_bytes() - written_before)
+                                         / reply.stored)
                 finally:
                     server.stop()
                 assert reply.stored == args.events, reply
@@ -321,7 +331,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"TrackStream ({form}): {rate:,.0f} events/s durable (median of {args.repeat}"
                   f"; runs {', '.join(f'{r:,.0f}' for r in rates[form])}); ratio to raw LMDB "
                   f"{rate / raw:.2f}; server CPU: {statistics.median(cpu_rates[form]):,.0f} "
-                  f"events per CPU-second")
+                  f"events per CPU-second; written to disk: "
+                  f"{statistics.median(written[form]):,.0f} bytes per event")
             last = sizes[form]
             total = sum(last.values())
             print(f"  bytes per stored event ({form}): {total / stored[form]:.1f} ("
