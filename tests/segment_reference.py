@@ -149,10 +149,21 @@ class Reference:
     def _abandoned(self, body: dict, person: set[str]) -> bool:
         window = body.get("window", {})
         kinds = {"add_to_cart"} if body.get("cart_only") else {"view", "add_to_cart"}
+        f = body.get("filter", {})
+        wanted = {p.casefold() for p in f.get("product_ids", [])}
+        under = f.get("category", "").lower()
         last_look: dict[str, int] = {}
         for e in self.events_of(person):
-            if e["type"] in kinds and _in_window(e["time"], window, self.as_of, self.zone):
-                last_look[e["product"]] = max(last_look.get(e["product"], -1), e["time"])
+            if e["type"] not in kinds or not _in_window(e["time"], window, self.as_of, self.zone):
+                continue
+            if wanted and e["product"].casefold() not in wanted:
+                continue
+            category = e["category"].lower()
+            if under and not (category == under or category.startswith(under + "/")):
+                continue
+            if "channel" in f and e.get("channel") != f["channel"]:
+                continue
+            last_look[e["product"]] = max(last_look.get(e["product"], -1), e["time"])
         left = 0
         for product, looked in last_look.items():
             bought = any(product in _products(o) and o["time"] >= looked

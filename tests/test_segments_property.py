@@ -23,6 +23,9 @@ ZONE = "Europe/Berlin"
 CATEGORIES = ["Electronics/TV", "Electronics/Cameras", "Home/Kitchen", "Electronics"]
 PRODUCTS = ["p1", "p2", "p3", "p4"]
 PRODUCT_KINDS = ("view", "add_to_cart", "order")
+# (SCOPE_BELOW, PRODUCT_READS) of the engine: plain (never narrowed, window slices only);
+# narrowed with the default choice; narrowed, product filters always by product rows
+PLANS = [(0.0, 0.0), (2.0, 0.25), (2.0, 1e12)]
 ORDER_VALUES = {"cuisine": ["thai", "Pizza", ""], "restaurant": ["Roma", ""],
                 "meal_type": ["lunch", ""], "delivery_city": ["Berlin", ""],
                 "store": ["Roma", "Mitte", ""]}
@@ -167,9 +170,10 @@ def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries:
                                                           batches: int, min_tail: int):
     """Events arrive in several batches with a query after each, so the index takes them
     in incrementally (sorted parts and tails, orders seen again or cancelled later);
-    row-reading leaves run with and without the narrowing of ``all`` groups."""
+    row-reading leaves run with and without the narrowing of ``all`` groups, and product
+    filters read window slices or their products' rows."""
     saved, event_index._MIN_TAIL = event_index._MIN_TAIL, min_tail
-    saved_scope = segments.SCOPE_BELOW
+    saved_scope = segments.SCOPE_BELOW, segments.PRODUCT_READS
     with tempfile.TemporaryDirectory() as data:
         app = App.open(Settings.load(env={}, data_dir=data, map_size="64MiB", time_zone=ZONE))
         server, port = create_server(app, "127.0.0.1:0", max_workers=4)
@@ -180,13 +184,14 @@ def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries:
                            lambda: client.count_segment(queries[0], as_of=AS_OF * 1000))
                 reference = Reference(world, AS_OF)
                 for tree in queries:
-                    for scope_below in (0.0, 2.0):  # never narrowed, always narrowed
-                        segments.SCOPE_BELOW = scope_below
+                    for how in PLANS:
+                        segments.SCOPE_BELOW, segments.PRODUCT_READS = how
+                        app.segments.engine.clear_cache()  # leaf results differ by plan only
                         got = client.count_segment(tree, as_of=AS_OF * 1000).count
-                        assert got == reference.count(tree), (tree, scope_below)
+                        assert got == reference.count(tree), (tree, how)
         finally:
             event_index._MIN_TAIL = saved
-            segments.SCOPE_BELOW = saved_scope
+            segments.SCOPE_BELOW, segments.PRODUCT_READS = saved_scope
             server.stop(None).wait()
             app.close()
 
@@ -230,15 +235,20 @@ DENSE_TREES = [
              {"event": {"filter": {"type": "order", "category": "Home"}, "count": {"min": 1}}},
              {"event": {"filter": {"type": "add_to_cart", "product_ids": ["p1", "p2"]},
                         "window": {"from_days_ago": 60, "to_days_ago": 0}}}]},
+    {"any": [{"event": {"filter": {"type": "view", "product_ids": ["p3"]},
+                        "window": {"from_days_ago": 12, "to_days_ago": 2}, "count": {"min": 1}}},
+             {"abandoned": {"filter": {"product_ids": ["p4"]},
+                            "window": {"from_days_ago": 5, "to_days_ago": 0}}}]},
 ]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_narrowed_and_plain_evaluation_agree_with_the_reference_on_a_dense_world(make_server,
-                                                                                 seed: int):
+@pytest.mark.parametrize("seed, min_tail", [(1, 1 << 14), (2, 1)])
+def test_narrowed_and_plain_evaluation_agree_with_the_reference_on_a_dense_world(
+        make_server, seed: int, min_tail: int):
     world = _dense_world(seed)
+    saved = segments.SCOPE_BELOW, segments.PRODUCT_READS
+    saved_tail, event_index._MIN_TAIL = event_index._MIN_TAIL, min_tail  # 1: sorted parts
     server = make_server(time_zone=ZONE)
-    saved = segments.SCOPE_BELOW
     try:
         with IdentityClient(server.address) as client:
             load_world(client, world.persons, world.events)
@@ -246,8 +256,11 @@ def test_narrowed_and_plain_evaluation_agree_with_the_reference_on_a_dense_world
             for tree in DENSE_TREES:
                 want = reference.count(tree)
                 assert want > 0, tree  # the world is dense enough to tell
-                for scope_below in (0.0, 2.0):
-                    segments.SCOPE_BELOW = scope_below
-                    assert client.count_segment(tree, as_of=AS_OF * 1000).count == want, tree
+                for how in PLANS:
+                    segments.SCOPE_BELOW, segments.PRODUCT_READS = how
+                    server.app.segments.engine.clear_cache()
+                    assert client.count_segment(tree, as_of=AS_OF * 1000).count == want, \
+                        (tree, how)
     finally:
-        segments.SCOPE_BELOW = saved
+        segments.SCOPE_BELOW, segments.PRODUCT_READS = saved
+        event_index._MIN_TAIL = saved_tail

@@ -337,11 +337,11 @@ def _filter(body: Any, path: str, need_type: bool) -> EventFilter:
 
 def _check_applies(f: EventFilter, path: str) -> None:
     """A filter field the type never carries would silently match nothing: refuse it."""
-    products = f.type in PRODUCT_TYPES or f.type.startswith("ad_")
+    looks = f.type in PRODUCT_TYPES or not f.type  # no type: abandoned items' views and carts
     rules = [
-        ("product_ids", bool(f.product_ids), products),
-        ("category", bool(f.category), f.type in PRODUCT_TYPES),
-        ("brand", bool(f.brand), f.type in PRODUCT_TYPES),
+        ("product_ids", bool(f.product_ids), looks or f.type.startswith("ad_")),
+        ("category", bool(f.category), looks),
+        ("brand", bool(f.brand), looks),
         ("search", bool(f.search_equals or f.search_contains), f.type == "search"),
         ("advertiser", bool(f.advertiser), f.type.startswith("ad_")),
         ("campaign", bool(f.campaign), f.type.startswith(("ad_", "message_"))),

@@ -62,10 +62,53 @@ KEPT: dict[int, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Part:
-    """One event type's rows: ``sorted`` columns by time, plus ``tail`` row numbers."""
+    """One event type's rows: ``sorted`` columns by time, plus ``tail`` row numbers.
+
+    Types with products also list their sorted rows grouped by product
+    (``by_product[product_start[p]:product_start[p + 1]]``), so a condition on a few
+    product ids reads those products' rows instead of the window's."""
 
     sorted: dict[str, np.ndarray]
     tail: np.ndarray  # row numbers into the commit-order columns, not sorted
+    by_product: np.ndarray | None = None
+    product_start: np.ndarray | None = None
+
+    @staticmethod
+    def build(columns: dict[str, np.ndarray], tail: np.ndarray) -> Part:
+        """A part over time-sorted ``columns``, with its product grouping."""
+        product = columns.get("product")
+        if product is None:
+            return Part(columns, tail)
+        counts = np.bincount(product) if len(product) else np.zeros(0, np.int64)
+        start = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=start[1:])
+        return Part(columns, tail, np.argsort(product, kind="stable").astype(np.int32), start)
+
+    def product_rows(self, products: np.ndarray, lo: int, hi: int) -> np.ndarray | None:
+        """Positions of the sorted rows of ``products`` with ``lo <= time <= hi``, or None
+        when this part has no product grouping."""
+        if self.by_product is None or self.product_start is None:
+            return None
+        products = products[products < len(self.product_start) - 1].astype(np.int64)
+        starts = self.product_start[products]
+        lengths = self.product_start[products + 1] - starts
+        total = int(lengths.sum())
+        ends = np.cumsum(lengths)
+        rows = self.by_product[np.arange(total) + np.repeat(starts - (ends - lengths), lengths)]
+        t = self.sorted["time"][rows]
+        return np.sort(rows[(t >= lo) & (t <= hi)])
+
+    def product_count(self, products: np.ndarray) -> int:
+        """Rows (any time) of ``products``; -1 when this part has no product grouping."""
+        if self.product_start is None:
+            return -1
+        products = products[products < len(self.product_start) - 1].astype(np.int64)
+        return int((self.product_start[products + 1] - self.product_start[products]).sum())
+
+    def column(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if name in self.sorted:
+            return self.sorted[name][rows]
+        return np.zeros(len(rows), _DTYPES[name])
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
         """Slice bounds of the sorted rows with ``lo <= time <= hi`` (a u32 search: a
@@ -84,12 +127,17 @@ class Part:
         a, b = self.span(lo, hi)
         out = [{name: self.sorted[name][a:b] if name in self.sorted
                 else np.broadcast_to(np.zeros(1, _DTYPES[name]), (b - a,)) for name in names}]
+        return out + self.tail_chunk(cols, lo, hi, names)
+
+    def tail_chunk(self, cols: ColumnView, lo: int, hi: int, names: tuple[str, ...]
+                   ) -> list[dict[str, np.ndarray]]:
+        """The tail's rows in the window, as one chunk (or none)."""
         if len(self.tail):
             t = cols["time"][self.tail]
             rows = self.tail[(t >= lo) & (t <= hi)]
             if len(rows):
-                out.append({name: cols[name][rows] for name in names})
-        return out
+                return [{name: cols[name][rows] for name in names}]
+        return []
 
     def select(self, cols: ColumnView, lo: int, hi: int, names: tuple[str, ...]
                ) -> dict[str, np.ndarray]:
@@ -199,11 +247,11 @@ class EventIndex:
     def _add_to_part(self, cols: ColumnView, code: int, rows: np.ndarray) -> None:
         part = self._parts.get(code)
         if part is None:
-            part = Part({name: np.zeros(0, _DTYPES[name]) for name in KEPT.get(code, _ALL)},
-                        np.zeros(0, np.int64))
+            part = Part.build({name: np.zeros(0, _DTYPES[name])
+                               for name in KEPT.get(code, _ALL)}, np.zeros(0, np.int64))
         tail = np.concatenate([part.tail, rows]) if len(part.tail) else rows
         if len(tail) < max(_MIN_TAIL, len(part.sorted["time"]) // 8):
-            self._parts[code] = Part(part.sorted, tail)
+            self._parts[code] = Part(part.sorted, tail, part.by_product, part.product_start)
             return
         kept = KEPT.get(code, _ALL)
         fresh = {name: cols[name][tail] for name in kept}
@@ -216,7 +264,7 @@ class EventIndex:
             joined = {name: np.concatenate([old[name], fresh[name]]) for name in kept}
             order = np.argsort(joined["time"], kind="stable")
             merged = {name: values[order] for name, values in joined.items()}
-        self._parts[code] = Part(merged, np.zeros(0, np.int64))
+        self._parts[code] = Part.build(merged, np.zeros(0, np.int64))
 
     def _add_orders(self, cols: ColumnView, start: int, end: int, kind: np.ndarray,
                     node: np.ndarray, time: np.ndarray, top: int) -> None:

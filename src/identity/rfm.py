@@ -58,25 +58,31 @@ class CohortMatrix:
         return tuple(cell.name for cell in self.cells)
 
     def assign(self, orders: np.ndarray, days: np.ndarray) -> np.ndarray:
-        """The cell index of every person (-1: none); ``orders`` 0 means no order.
+        """The cell index of every person (-1: none); ``orders`` 0 means no order, days
+        below 0 or NaN mean no last order.
 
         One gather from a small table of (orders, days) -> cell: past the largest
         finite bound of any rule every value falls in the same cells, so both axes are
         clipped there (and negative days are in no cell)."""
+        table, top_orders, top_days = self._table()
+        d = np.fmin(np.fmax(days, -1), top_days)  # NaN -> -1 (fmax ignores NaN)
+        index = np.minimum(orders, top_orders).astype(np.intp)
+        index *= top_days + 2
+        index += d.astype(np.intp)
+        index += 1
+        return table[index]
+
+    def _table(self) -> tuple[np.ndarray, int, int]:
+        """Cells of every (orders, days + 1) up to the clipping points, flattened."""
         ends = [v for c in self.cells for r in c.rules
                 for v in (r.min_orders, r.max_orders) if v < _NO_END]
         top_orders = max(ends, default=1) + 1
         ends = [v for c in self.cells for r in c.rules
                 for v in (r.min_days, r.max_days) if v < _NO_END]
         top_days = max(ends, default=0) + 1
-        grid_orders = np.repeat(np.arange(top_orders + 1), top_days + 1)
-        grid_days = np.tile(np.arange(top_days + 1), top_orders + 1)
-        table = self._assign_by_rules(grid_orders, grid_days).reshape(top_orders + 1, -1)
-        o = np.clip(orders, 0, top_orders).astype(np.intp)
-        d = np.clip(days, 0, top_days).astype(np.intp)
-        cell = table[o, d]
-        cell[days < 0] = -1
-        return cell
+        grid_orders = np.repeat(np.arange(top_orders + 1), top_days + 2)
+        grid_days = np.tile(np.arange(-1, top_days + 1), top_orders + 1)
+        return self._assign_by_rules(grid_orders, grid_days), top_orders, top_days
 
     def _assign_by_rules(self, orders: np.ndarray, days: np.ndarray) -> np.ndarray:
         cell = np.full(len(orders), -1, dtype=np.int16)

@@ -46,6 +46,7 @@ __all__ = ["SegmentEngine", "Evaluation"]
 CHANNELS = {"app": 1, "web": 2, "pos": 3, "email": 4, "push": 5, "sms": 6}
 _CACHE_SIZE = 256
 SCOPE_BELOW = 0.5  # row-reading leaves look at in-scope rows only below this share of persons
+PRODUCT_READS = 0.25  # product filters read their products' rows below this share of a window
 # order parameter -> column of ORDER and line rows (``identity.columns``)
 ORDER_COLUMNS = {"cuisine": "label", "store": "place", "meal_type": "detail",
                  "delivery_city": "city", "restaurant": "venue"}
@@ -388,7 +389,17 @@ class _Query:
             names.add("channel")
         if orders:
             names.add("order")
-        chunks = self.st.part(code).chunks(self.cols, lo, hi, tuple(sorted(names)))
+        part, names = self.st.part(code), tuple(sorted(names))
+        products = next((ids for column, ids in tests if column == "product"), None)
+        a, b = part.span(lo, hi)
+        if products is not None \
+                and 0 <= part.product_count(products) < PRODUCT_READS * (b - a):
+            # a few products: their rows (grouped by product) instead of the window's slice
+            rows = part.product_rows(products, lo, hi)
+            chunks = [{name: part.column(name, rows) for name in names}]
+            chunks += part.tail_chunk(self.cols, lo, hi, names)
+        else:
+            chunks = part.chunks(self.cols, lo, hi, names)
         outs = [self._filter(data, f, tests, action, orders, extra) for data in chunks]
         if len(outs) == 1:
             return outs[0]
@@ -648,10 +659,7 @@ class _Query:
     def cells(self) -> np.ndarray:
         """Per person: RF cell index (-1 none)."""
         a = self.aggregates()
-        orders = a["orders_count"]
-        days = np.nan_to_num(a["days_since_last_order"], nan=-1).astype(np.int64)
-        buyers = (orders > 0) & self.persons
-        return self.e.matrix.assign(np.where(buyers, orders, 0).astype(np.int64), days)
+        return self.e.matrix.assign(a["orders_count"], a["days_since_last_order"])
 
     def scores(self, key: str) -> np.ndarray:
         """Per person: the R, F or M quintile score (0 without orders)."""
@@ -665,10 +673,12 @@ class _Query:
 
     def cohort(self, leaf: CohortLeaf) -> np.ndarray:
         cell = self.cells()
-        hit = cell >= 0
-        if leaf.cells:
-            wanted = [self.e.matrix.names.index(name) for name in leaf.cells]
-            hit &= np.isin(cell, wanted)
+        if leaf.cells:  # a table over cell + 1 (slot 0: no cell)
+            wanted = np.zeros(len(self.e.matrix.names) + 1, dtype=bool)
+            wanted[[self.e.matrix.names.index(name) + 1 for name in leaf.cells]] = True
+            hit = wanted[cell + 1]
+        else:
+            hit = cell >= 0
         for key in ("r", "f", "m"):
             rng = getattr(leaf, key)
             if rng is not None:
