@@ -145,9 +145,7 @@ def varint(value: int) -> bytes:
     return _SMALL[value] if value < 16384 else _varint(value)
 
 
-def money_field(value: float) -> bytes:
-    """An amount as a record holds it (varint cents, or a tagged float64)."""
-    return _money(value)
+money_field = _money  # an amount as a record holds it (varint cents, or a tagged float64)
 
 
 def text_field(text: str) -> bytes:

@@ -204,9 +204,9 @@ def _normalised(pack: Pack, used: list[int], identify: Identify, path: str,
     """Normal forms of the identifiers events refer to, by index (None: not referred to)."""
     kinds, values = pack.identifier_kinds, pack.identifier_values
     out: list[Identifier | None] = [None] * len(kinds)
-    find = known.get
-    for index in used:
-        out[index] = find((kinds[index], values[index]))
+    raw = zip(map(kinds.__getitem__, used), map(values.__getitem__, used))
+    for index, found in zip(used, map(known.get, raw)):
+        out[index] = found
     for index in used:
         if out[index] is not None:
             continue
