@@ -57,7 +57,8 @@ _PACKED_COLUMNS = ("identifier", "type", "time_ms", "channel", "source", "produc
 
 def packed_events(events: Sequence[events_pb2.Event]) -> events_pb2.PackedEvents:
     """The columnar form of view, cart, wishlist, search and message events (see
-    ``PackedEvents`` in events.proto): the same events at a fraction of the server's work."""
+    ``PackedEvents`` in events.proto): the same events at a fraction of the server's work.
+    An event without a time (or at exactly 1970-01-01T00:00:00Z) gets the server's clock."""
     texts: dict[str, int] = {"": 0}
     people: dict[tuple[int, str], int] = {}
     text = lambda value: texts.setdefault(value, len(texts))  # noqa: E731
