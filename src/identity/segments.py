@@ -40,6 +40,7 @@ from identity.rfm import CohortMatrix, quintile_scores
 from identity.store import Txn
 from identity.strings import StringDictionary
 from identity.tags import TagStore
+from identity.text_index import TextIndex
 
 __all__ = ["SegmentEngine", "Evaluation"]
 
@@ -76,49 +77,6 @@ def _in_range(values: np.ndarray, rng: Range) -> np.ndarray:
     return hit
 
 
-class _TextIndex:
-    """Interned-string ids by normalised text, scanned incrementally as the dictionary grows."""
-
-    def __init__(self, strings: StringDictionary):
-        self.strings = strings
-        self._scans: dict[tuple[str, str], tuple[int, list[int]]] = {}
-        self._lock = threading.Lock()
-
-    def ids(self, how: str, text: str) -> np.ndarray:
-        """Ids whose text ``how``-matches ``text``: equals, under (category), phrase, contains."""
-        key = (how, text)
-        with self._lock:
-            done, found = self._scans.get(key, (1, []))
-            found = list(found)
-            want = _norm(how, text)
-            end = len(self.strings)
-            i = done
-            while i < end:
-                try:
-                    candidate = self.strings.text(i)
-                except KeyError:
-                    break
-                if _matches(how, _norm(how, candidate), want):
-                    found.append(i)
-                i += 1
-            self._scans[key] = (i, found)
-            return np.array(found, dtype=np.uint32)
-
-
-def _norm(how: str, text: str) -> str:
-    if how in ("phrase", "contains"):
-        return "".join(text.casefold().split())
-    return text.strip().casefold()
-
-
-def _matches(how: str, candidate: str, want: str) -> bool:
-    if how == "under":
-        return candidate == want or candidate.startswith(want.rstrip("/") + "/")
-    if how == "contains":
-        return want in candidate
-    return candidate == want
-
-
 class SegmentEngine:
     """Evaluates parsed trees over the event index, the population and the tags."""
 
@@ -126,7 +84,7 @@ class SegmentEngine:
                  tags: TagStore, days: LocalDays, matrix: CohortMatrix):
         self.columns, self.population, self.tags = columns, population, tags
         self.days, self.matrix = days, matrix
-        self.text = _TextIndex(strings)
+        self.text = TextIndex(strings)
         self.index = EventIndex(columns, days.day_of)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, object] = OrderedDict()
