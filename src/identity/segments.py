@@ -88,6 +88,7 @@ class SegmentEngine:
         self.index = EventIndex(columns, days.day_of)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, object] = OrderedDict()
+        self._version: tuple[int, ...] = ()  # data version of the cached results
 
     # -- the query ---------------------------------------------------------
 
@@ -109,7 +110,12 @@ class SegmentEngine:
         root = self.population.roots()
         if len(root) < len(state.last_seen):  # nodes committed a moment ago: in no person yet
             root = _fit(root, len(state.last_seen), 0)
-        return _Query(self, state, root.astype(np.int32), as_of_ms // 1000, resolve, explain)
+        query = _Query(self, state, root.astype(np.int32), as_of_ms // 1000, resolve, explain)
+        with self._lock:  # data moved on: results of older versions are never asked again
+            if query.version != self._version:
+                self._cache.clear()
+                self._version = query.version
+        return query
 
     def cached(self, key: tuple, compute: Callable[[], object]) -> object:
         with self._lock:
