@@ -106,3 +106,36 @@ def test_a_new_link_after_forget_starts_a_fresh_person(client):
     assert {i.identifier.value for i in person.identifiers} == {"anna.erased@example.com",
                                                                "+447700900777"}
     assert client.explain(ANNA[1], ANNA[2]).steps[0].link.link_seq == reply.link_seq
+
+
+def test_forget_blanks_the_persons_segment_column_rows_and_keeps_everyone_elses(make_server):
+    from segment_world import event_pb
+
+    from identity.columns import EventColumns
+    from identity.identifiers import Identifier, Kind
+    from identity.store import Store
+
+    server = make_server()
+    with IdentityClient(server.address) as client:
+        anna_and_bob(client)
+        client.track([event_pb({"id": f"v-{who}", "who": who, "type": "view",
+                                "time": T0 // 1000 + n, "product": f"tv-{n}",
+                                "category": "Electronics/TV"})
+                      for n, who in enumerate([ANNA[1], ANNA[2], "email:bob@example.org"])])
+        with server.app.store.read() as tx:
+            anna = server.app.graph.resolve(tx, Identifier(Kind.CUSTOMER_ID, "C-ANNA"))
+            anna_nodes = [n.node for n in anna.identifiers]
+            bob = server.app.graph.resolve(tx, Identifier(Kind.CUSTOMER_ID, "C-BOB"))
+            bob_nodes = [n.node for n in bob.identifiers]
+        client.forget(person_id="C-ANNA", actor="dpo", reason="erasure request 17")
+    server.stop()
+
+    with Store(server.settings.data_dir) as store, store.read() as tx:
+        columns = EventColumns()
+        columns.load(tx)
+    stored = columns.snapshot()
+    assert not set(stored.node.tolist()) & set(anna_nodes)
+    assert set(stored.node.tolist()) & set(bob_nodes)
+    blank = stored.node == 0
+    assert int(blank.sum()) == 2
+    assert not stored.product[blank].any() and not stored.type[blank].any()

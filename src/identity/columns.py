@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -236,6 +236,37 @@ class EventColumns:
         tx.put("columns", _BLOCK_KEY.pack(seq), block)
         tx.on_commit(lambda: self._extend(unpack_block(block)))
 
+    def erase(self, tx: WriteTxn, nodes: Collection[int]) -> int:
+        """Blank the rows of ``nodes`` in every stored block (forget); returns rows blanked.
+
+        Only ``time`` stays, so rows keep their place and sorted indexes stay valid; every
+        other column, the node included, becomes 0, which no event type, filter or person
+        matches. Reads every block: seconds at tens of millions of rows, which an erasure
+        request can afford. The in-memory buffers are blanked on commit; copies held by
+        query indexes keep the rows until restart, under node ids no person maps to.
+        """
+        wanted = np.fromiter(nodes, dtype=_DTYPES["node"])
+        keys = [key for key, _ in tx.items("columns")]
+        blanked = 0
+        for key in keys:
+            arrays = unpack_block(tx.get("columns", key))
+            hit = np.isin(arrays["node"], wanted)
+            if not hit.any():
+                continue
+            rows = {name: array.copy() for name, array in arrays.items()}
+            _blank(rows, hit)
+            tx.put("columns", key, _HEAD.pack(_MAGIC, len(hit))
+                   + b"".join(rows[name].tobytes() for name in _DTYPES))
+            blanked += int(hit.sum())
+        if blanked:
+            tx.on_commit(lambda: self._blank_in_memory(wanted))
+        return blanked
+
+    def _blank_in_memory(self, wanted: np.ndarray) -> None:
+        with self._lock:
+            live = {name: buffer[: self._size] for name, buffer in self._buffers.items()}
+            _blank(live, np.isin(live["node"], wanted))
+
     def snapshot(self) -> ColumnView:
         """Every committed row so far; later appends do not change this view."""
         with self._lock:
@@ -257,3 +288,10 @@ class EventColumns:
             for name, array in arrays.items():
                 self._buffers[name][size : size + count] = array
             self._size = size + count
+
+
+def _blank(columns: dict[str, np.ndarray], rows: np.ndarray) -> None:
+    """Zero every column but ``time`` at ``rows`` (a boolean mask), in place."""
+    for name, column in columns.items():
+        if name != "time":
+            column[rows] = 0

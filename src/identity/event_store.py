@@ -270,8 +270,7 @@ class EventStore:
         """Delete every event, attribute and order sighting of ``nodes`` (forget); the count.
 
         Event id digests stay (they name nobody), so a replay of an erased event is
-        still a duplicate; column rows stay too, holding only integer ids of nodes
-        that no longer exist, which no person maps to.
+        still a duplicate; the nodes' column rows are blanked to their times alone.
         """
         self._nodes.clear()  # now, not on commit: later jobs of this group must not see them
         erased = 0
@@ -283,6 +282,7 @@ class EventStore:
             erased += len(keys)
             tx.delete("attributes", prefix)
             tx.delete("node_orders", _SEQ.pack(node))
+        self.columns.erase(tx, nodes)
         return erased
 
     # -- reading -----------------------------------------------------------
