@@ -22,8 +22,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 
+from identity.cli_output import message_dict, print_message
 from identity.client import IdentityClient
 from identity.identifiers import Kind
 from identity.linklog import Outcome
@@ -31,10 +31,6 @@ from identity.picture import render
 from identity.progress import ProgressBar
 
 __all__ = ["add_audit_parser"]
-
-
-def _dict(message: Any) -> dict:
-    return MessageToDict(message, preserving_proto_field_name=True)
 
 
 def _ident(message: Any) -> str:
@@ -62,7 +58,7 @@ def _person(args: argparse.Namespace) -> dict[str, Any]:
 def _explain(client: IdentityClient, args: argparse.Namespace) -> None:
     reply = client.explain(args.a, args.b)
     if args.json:
-        print(json.dumps(_dict(reply), indent=2, ensure_ascii=False))
+        print_message(reply)
     elif not reply.same_person:
         print(f"not one person: {args.a} is {reply.person_id}, {args.b} is {reply.other_person_id}")
     else:
@@ -79,7 +75,7 @@ def _log(client: IdentityClient, args: argparse.Namespace) -> None:
                                   blocked_only=args.blocked, include_actions=args.actions):
         for item in batch.links:
             if args.json:
-                print(json.dumps(_dict(item), ensure_ascii=False))
+                print(json.dumps(message_dict(item), ensure_ascii=False))
             else:
                 ids = " ".join(_ident(i) for i in item.identifiers)
                 cut = f" [removed by action {item.removed_by_action}]" if item.removed_by_action else ""
@@ -88,7 +84,7 @@ def _log(client: IdentityClient, args: argparse.Namespace) -> None:
                       f"{' (' + item.detail + ')' if item.detail else ''}{cut}")
         for action in batch.actions:
             if args.json:
-                print(json.dumps(_dict(action), ensure_ascii=False))
+                print(json.dumps(message_dict(action), ensure_ascii=False))
             else:
                 print(f"action {action.action_seq}: {_when(action.at)} {action.actor} "
                       f"{action.reason!r} {' '.join(action.person_ids)} {action.note}")
@@ -107,7 +103,7 @@ def _report(client: IdentityClient, args: argparse.Namespace) -> None:
             else:
                 bar.update(message.progress.stage, message.progress.done, message.progress.total)
     if args.json:
-        print(json.dumps([_dict(f) for f in findings], indent=2, ensure_ascii=False))
+        print(json.dumps([message_dict(f) for f in findings], indent=2, ensure_ascii=False))
         return
     from identity.report import FindingKind
 

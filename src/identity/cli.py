@@ -9,26 +9,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from datetime import datetime
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from identity.app import App
 from identity.audit_cli import add_audit_parser
-from identity.segment_cli import add_segment_parser
+from identity.cli_output import print_message
 from identity.client import IdentityClient
 from identity.config import Settings
+from identity.segment_cli import add_segment_parser
 
 __all__ = ["main"]
-
-
-def _print(message: object) -> None:
-    data = MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
-    print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -44,7 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _link(args: argparse.Namespace) -> int:
     observed = datetime.fromisoformat(args.at) if args.at else None
     with IdentityClient(args.address) as client:
-        _print(client.link(*args.identifiers, source=args.source, observed_at=observed,
+        print_message(client.link(*args.identifiers, source=args.source, observed_at=observed,
                            request_id=args.request_id))
     return 0
 
@@ -52,9 +46,9 @@ def _link(args: argparse.Namespace) -> int:
 def _resolve(args: argparse.Namespace) -> int:
     with IdentityClient(args.address) as client:
         if args.person_id:
-            _print(client.resolve_person(args.person_id))
+            print_message(client.resolve_person(args.person_id))
         elif args.identifier:
-            _print(client.resolve(args.identifier))
+            print_message(client.resolve(args.identifier))
         else:
             raise SystemExit("give an identifier (kind:value) or --person-id")
     return 0

@@ -23,16 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 
+from identity.cli_output import print_message
 from identity.client import IdentityClient
 
 __all__ = ["add_segment_parser"]
-
-
-def _show(message: object) -> None:
-    data = MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
-    print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _tree(args: argparse.Namespace) -> dict | None:
@@ -44,7 +39,7 @@ def _when(text: str | None) -> datetime | None:
 
 
 def _count(client: IdentityClient, args: argparse.Namespace) -> None:
-    _show(client.count_segment(_tree(args), name=args.name or "", as_of=_when(args.as_of)))
+    print_message(client.count_segment(_tree(args), name=args.name or "", as_of=_when(args.as_of)))
 
 
 def _export(client: IdentityClient, args: argparse.Namespace) -> None:
@@ -55,20 +50,20 @@ def _export(client: IdentityClient, args: argparse.Namespace) -> None:
 
 
 def _save(client: IdentityClient, args: argparse.Namespace) -> None:
-    _show(client.save_segment(args.segment, _tree(args), args.description))
+    print_message(client.save_segment(args.segment, _tree(args), args.description))
 
 
 def _explain(client: IdentityClient, args: argparse.Namespace) -> None:
-    _show(client.explain_membership(args.person_id, _tree(args), name=args.name or "",
+    print_message(client.explain_membership(args.person_id, _tree(args), name=args.name or "",
                                     as_of=_when(args.as_of)))
 
 
 def _cohorts(client: IdentityClient, args: argparse.Namespace) -> None:
-    _show(client.cohort_matrix(as_of=_when(args.as_of)))
+    print_message(client.cohort_matrix(as_of=_when(args.as_of)))
 
 
 def _tag(client: IdentityClient, args: argparse.Namespace) -> None:
-    _show(client.set_tag(args.identifier, args.tag, args.value, clear=args.clear))
+    print_message(client.set_tag(args.identifier, args.tag, args.value, clear=args.clear))
 
 
 def add_segment_parser(sub: Any) -> None:
@@ -109,11 +104,11 @@ def add_segment_parser(sub: Any) -> None:
     save.add_argument("segment", help="the name")
     save.add_argument("file", help="JSON file with the condition tree")
     save.add_argument("--description", default="")
-    get = command("get", "show a saved segment", lambda c, a: _show(c.get_segment(a.segment)))
+    get = command("get", "show a saved segment", lambda c, a: print_message(c.get_segment(a.segment)))
     get.add_argument("segment")
-    command("list", "list saved segments", lambda c, a: _show(c.list_segments()))
+    command("list", "list saved segments", lambda c, a: print_message(c.list_segments()))
     delete = command("delete", "delete a saved segment",
-                     lambda c, a: _show(c.delete_segment(a.segment)))
+                     lambda c, a: print_message(c.delete_segment(a.segment)))
     delete.add_argument("segment")
     explain = command("explain", "why a person is (not) a member "
                                  "(example: identity segment explain P42 --name tv-viewers)",
