@@ -260,7 +260,7 @@ def plainly_valid(event: Event) -> bool:
     return (type(p) is Product and 1 <= event.type <= 4 and 0 < len(event.event_id) <= 32
             and (t is None or 0 <= t < MAX_TIME_MS) and event.channel in _CHANNELS
             and len(event.source) <= 128 and 0 < len(p.product_id) <= MAX_TEXT_LENGTH
-            and p.product_id[0] > " " and len(p.category) <= MAX_TEXT_LENGTH
+            and not p.product_id[0].isspace() and len(p.category) <= MAX_TEXT_LENGTH
             and len(p.brand) <= MAX_TEXT_LENGTH and 0.0 <= p.price <= 1e300
             and 1 <= p.quantity <= 1_000_000)
 
