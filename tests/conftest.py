@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from identity.app import App
 from identity.client import IdentityClient
 from identity.config import Settings
 from identity.server import create_server
+
+
+# CI replays the same examples every run (a red build must be reproducible); local runs
+# keep exploring new random examples and save failures in .hypothesis/ for replay.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @dataclass
