@@ -21,7 +21,7 @@ import numpy as np
 from identity.errors import NotFound
 from identity.evidence import Evidence, Joining
 from identity.graph import IdentityGraph
-from identity.identifiers import Identifier, Kind
+from identity.identifiers import Identifier
 from identity.linklog import Outcome
 from identity.store import Txn
 

@@ -484,7 +484,7 @@ class _Query:
                 & _isin(d["detail"], text.ids("equals", value))
         seq = d["order"][hit].astype(np.int64)
         person = d["person"][hit]
-        events, first, matched = np.unique(seq, return_index=True, return_counts=True)
+        _events, first, matched = np.unique(seq, return_index=True, return_counts=True)
         whole = first[matched == len(f.properties)]
         return np.bincount(person[whole], minlength=self.n).astype(np.float64)
 
