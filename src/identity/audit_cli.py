@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 
-from identity.cli_output import message_dict, print_message
+from identity.cli_support import client_command, message_dict, print_message
 from identity.client import IdentityClient
 from identity.identifiers import Kind
 from identity.linklog import Outcome
@@ -181,18 +181,9 @@ def add_audit_parser(sub: Any) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = audit.add_subparsers(dest="audit_command", required=True)
 
-    def command(name: str, help_text: str, run: Callable[[IdentityClient, argparse.Namespace], None]
-                ) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--address", default="127.0.0.1:50051", help="server [127.0.0.1:50051]")
-
-        def call(args: argparse.Namespace) -> int:
-            with IdentityClient(args.address) as client:
-                run(client, args)
-            return 0
-
-        p.set_defaults(run=call)
-        return p
+    def command(name: str, help_text: str,
+                run: Callable[[IdentityClient, argparse.Namespace], None]) -> argparse.ArgumentParser:
+        return client_command(commands, name, help_text, run)
 
     p = command("explain", "why two identifiers are one person (example: identity audit "
                            "explain email:a@example.com phone:+447700900123)", _explain)

@@ -17,7 +17,7 @@ import grpc
 
 from identity.app import App
 from identity.audit_cli import add_audit_parser
-from identity.cli_output import print_message
+from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 from identity.config import Settings
 from identity.segment_cli import add_segment_parser
@@ -35,23 +35,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _link(args: argparse.Namespace) -> int:
+def _link(client: IdentityClient, args: argparse.Namespace) -> None:
     observed = datetime.fromisoformat(args.at) if args.at else None
-    with IdentityClient(args.address) as client:
-        print_message(client.link(*args.identifiers, source=args.source, observed_at=observed,
-                           request_id=args.request_id))
-    return 0
+    print_message(client.link(*args.identifiers, source=args.source, observed_at=observed,
+                              request_id=args.request_id))
 
 
-def _resolve(args: argparse.Namespace) -> int:
-    with IdentityClient(args.address) as client:
-        if args.person_id:
-            print_message(client.resolve_person(args.person_id))
-        elif args.identifier:
-            print_message(client.resolve(args.identifier))
-        else:
-            raise SystemExit("give an identifier (kind:value) or --person-id")
-    return 0
+def _resolve(client: IdentityClient, args: argparse.Namespace) -> None:
+    if args.person_id:
+        print_message(client.resolve_person(args.person_id))
+    elif args.identifier:
+        print_message(client.resolve(args.identifier))
+    else:
+        raise SystemExit("give an identifier (kind:value) or --person-id")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,24 +63,17 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML settings file (limits, blocklist, ...)")
     serve.set_defaults(run=_serve)
 
-    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--address", default="127.0.0.1:50051", help="server [127.0.0.1:50051]")
-        return p
-
-    link = client_parser("link", "link identifiers seen together "
-                                 "(example: identity link customer_id:C-1 email:a@example.com)")
+    link = client_command(sub, "link", "link identifiers seen together (example: identity link "
+                                       "customer_id:C-1 email:a@example.com)", _link)
     link.add_argument("identifiers", nargs="+", metavar="KIND:VALUE")
     link.add_argument("--source", default="cli", help="source system [cli]")
     link.add_argument("--at", help="when they were seen, ISO 8601 [now]")
     link.add_argument("--request-id", default="", help="your id for this request")
-    link.set_defaults(run=_link)
 
-    resolve = client_parser("resolve", "who is this identifier (example: identity resolve "
-                                       "email:a@example.com)")
+    resolve = client_command(sub, "resolve", "who is this identifier (example: identity "
+                                             "resolve email:a@example.com)", _resolve)
     resolve.add_argument("identifier", nargs="?", metavar="KIND:VALUE")
     resolve.add_argument("--person-id", help="resolve a person id instead (current or retired)")
-    resolve.set_defaults(run=_resolve)
     add_audit_parser(sub)
     add_segment_parser(sub)
     return top

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 
-from identity.cli_output import print_message
+from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 
 __all__ = ["add_segment_parser"]
@@ -73,18 +73,9 @@ def add_segment_parser(sub: Any) -> None:
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = segment.add_subparsers(dest="segment_command", required=True)
 
-    def command(name: str, help_text: str, run: Callable[[IdentityClient, argparse.Namespace],
-                                                         None]) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--address", default="127.0.0.1:50051", help="server [127.0.0.1:50051]")
-
-        def call(args: argparse.Namespace) -> int:
-            with IdentityClient(args.address) as client:
-                run(client, args)
-            return 0
-
-        p.set_defaults(run=call)
-        return p
+    def command(name: str, help_text: str,
+                run: Callable[[IdentityClient, argparse.Namespace], None]) -> argparse.ArgumentParser:
+        return client_command(commands, name, help_text, run)
 
     def target(p: argparse.ArgumentParser) -> None:
         p.add_argument("file", nargs="?", help="JSON file with the condition tree")
