@@ -107,36 +107,6 @@ def test_interned_ids_survive_restart_and_rollback(tmp_path: Path):
     assert brand == kettle + 1
 
 
-def test_stream_chain_stops_after_a_failed_job_in_the_same_commit_group(store: Store):
-    import threading
-
-    from identity.tracking import StreamStopped, _Chain
-
-    gate = threading.Event()
-    blocker = store.submit(lambda tx: gate.wait(5))  # holds the writer so the jobs group up
-    chain = _Chain()
-
-    def put(key: bytes):
-        return lambda tx: tx.put("meta", key, b"1")
-
-    def fail(tx):
-        raise ValueError("bad batch")
-
-    jobs = [chain.job(0, put(b"k0")), chain.job(1, fail), chain.job(2, put(b"k2"))]
-    futures = [store.submit(job) for job in jobs]
-    for index, future in enumerate(futures):
-        future.add_done_callback(lambda f, index=index: chain.settled(index, f))
-    gate.set()
-    blocker.result()
-    assert futures[0].result() is True
-    with pytest.raises(ValueError):
-        futures[1].result()
-    with pytest.raises(StreamStopped):
-        futures[2].result()
-    with store.read() as tx:
-        assert tx.get("meta", b"k0") == b"1" and tx.get("meta", b"k2") is None
-
-
 def test_compaction_merges_small_blocks_and_keeps_row_order(tmp_path: Path):
     path = tmp_path / "data"
     with Store(path, map_size=1 << 24) as store:

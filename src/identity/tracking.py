@@ -11,10 +11,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from identity.columns import EventColumns
-from identity.errors import FieldViolation, IdentityError, InvalidArgument
+from identity.errors import FieldViolation, InvalidArgument
 from identity.event_packs import Pack, ValidPack, check_pack, write_pack
 from identity.event_store import EventStore, ValidEvent
 from identity.events import Channel, Event, EventType, Order, check, plainly_valid
@@ -25,10 +25,9 @@ from identity.profiles import HistoryQuery, Profile, ProfileReader
 from identity.store import Store, WriteTxn
 from identity.strings import StringDictionary
 
-__all__ = ["Purchase", "PurchaseResult", "StreamBatch", "StreamStopped", "Tracking",
+__all__ = ["Purchase", "PurchaseResult", "StreamBatch", "Tracking",
            "purchase_event_id"]
 
-T = TypeVar("T")
 MAX_BATCHES_IN_FLIGHT = 128  # batches checked ahead of the writer; those queued share a commit
 IDENTIFIER_CACHE_SIZE = 1 << 20  # raw identifiers whose normal form is remembered
 
@@ -62,41 +61,6 @@ class StreamBatch(NamedTuple):
 
     events: Sequence[Event]
     pack: Pack | None = None
-
-
-class _Chain:
-    """Jobs of one stream that stop at the first failure, even inside one commit group.
-
-    The writer runs jobs in submission order; a job that raised (or whose group failed
-    to commit) marks its index, and every later job raises instead of writing. A group
-    retried after the map grew runs its jobs again from the first, which clears marks
-    left by the failed attempt.
-    """
-
-    def __init__(self) -> None:
-        self.failed: int | None = None
-
-    def job(self, index: int, fn: Callable[[WriteTxn], T]) -> Callable[[WriteTxn], T]:
-        def run(tx: WriteTxn) -> T:
-            if self.failed is not None and self.failed >= index:
-                self.failed = None  # a retry of the group this mark came from
-            if self.failed is not None:
-                raise StreamStopped(f"batch {self.failed} failed; later batches were not written")
-            try:
-                return fn(tx)
-            except BaseException:
-                self.failed = index
-                raise
-
-        return run
-
-    def settled(self, index: int, future: Future) -> None:
-        if future.exception() is not None and (self.failed is None or index < self.failed):
-            self.failed = index
-
-
-class StreamStopped(IdentityError):
-    """A stream batch was not written because an earlier batch failed."""
 
 
 def _stopped_note(index: int) -> str:
@@ -141,7 +105,7 @@ class Tracking:
         The first bad batch stops the stream: every earlier batch is committed, it and
         every later one are not, and the error names it (``batch[4].events[17].price``).
         """
-        chain = _Chain()
+        chain = self.store.chain()
         pending: deque[tuple[int, Future]] = deque()
 
         def settle(index: int, future: Future) -> tuple[int, int]:
@@ -160,10 +124,8 @@ class Tracking:
                 while pending:
                     yield settle(*pending.popleft())
                 raise exc.under(f"{path}[{index}]", _stopped_note(index)) from None
-            job = chain.job(index, lambda tx, valid=valid, pack=pack: self._record(tx, valid,
-                                                                                     pack))
-            pending.append((index, self.store.submit(job)))
-            pending[-1][1].add_done_callback(lambda f, index=index: chain.settled(index, f))
+            job = chain.submit(lambda tx, valid=valid, pack=pack: self._record(tx, valid, pack))
+            pending.append((index, job))
             while pending and (pending[0][1].done() or len(pending) > MAX_BATCHES_IN_FLIGHT):
                 yield settle(*pending.popleft())
         while pending:
