@@ -123,17 +123,6 @@ class LinkLog:
         """Collect appends in memory; the caller flushes before the transaction ends."""
         return LogBatch(tx)
 
-    def append(self, tx: WriteTxn, rec: LinkRecord) -> int:
-        """Store ``rec`` under the next sequence number and index it by node; returns the seq."""
-        raw = tx.get("meta", _SEQ_KEY)
-        seq = _U64.unpack(raw)[0] if raw else 1
-        tx.put("meta", _SEQ_KEY, _U64.pack(seq + 1))
-        key = _U64.pack(seq)
-        tx.put("links", key, encode(LinkRecord(seq, *_fields(rec))))
-        for node in set(rec.nodes):  # single-identifier sightings too: forget finds them all
-            tx.put("node_links", _U64.pack(node), key)
-        return seq
-
     def get(self, tx: Txn, seq: int) -> LinkRecord | None:
         data = tx.get("links", _U64.pack(seq))
         return decode(seq, data) if data is not None else None
@@ -183,8 +172,3 @@ class LinkLog:
                                    "erased on request", ())
             tx.put("links", _U64.pack(seq), encode(tombstone))
         return sorted(seqs)
-
-
-def _fields(rec: LinkRecord) -> tuple:
-    return (rec.observed_ms, rec.outcome, rec.nodes, rec.source, rec.request_id, rec.detail,
-            rec.ignored)
