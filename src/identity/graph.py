@@ -136,18 +136,11 @@ class IdentityGraph:
 
     def members(self, tx: Txn, root: int) -> array:
         """Node ids of the person rooted at ``root``."""
-        raw = tx.get("persons", _U64.pack(root))
-        if raw is None:
-            raise NotFound(f"no person rooted at node {root}")
-        nodes = array("Q")
-        nodes.frombytes(raw[_PERSON.size :])
-        return nodes
+        return self._person(tx, root).stored_members()
 
     def person_id(self, tx: Txn, root: int) -> str:
         person = self._person(tx, root)
-        if person.customer:
-            return self.node_info(tx, person.customer).identifier.value
-        return f"P{root}"
+        return self._value(tx, person.customer) if person.customer else f"P{root}"
 
     def person(self, tx: Txn, root: int) -> PersonView:
         person = self._person(tx, root)
