@@ -7,9 +7,11 @@
     identity audit split --identifier phone:+442079460000 --actor ann --reason "call centre"
     identity audit block phone:+442079460000 --apply --actor ann --reason "call centre"
     identity audit forget --person-id C-1001 --actor ann --reason "erasure request 2026-17"
+    identity audit check --data var            (offline: exit code 1 when broken)
 
-Every command calls the server; none touches LMDB. Changes print one line per
-person they committed; Ctrl-C stops a bulk split between persons.
+Every command but ``check`` calls the server; none touches LMDB. Changes print one
+line per person they committed; Ctrl-C stops a bulk split between persons. ``check``
+reads the data folder itself, read-only, so it also runs beside a live server.
 """
 
 from __future__ import annotations
@@ -162,6 +164,29 @@ def _forget(client: IdentityClient, args: argparse.Namespace) -> None:
           f"{reply.links} links, {reply.events} events")
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Check the identity graph's invariants in a data folder, read-only (also beside a live
+    server); list what is broken and exit with 1, or print ok and exit with 0."""
+    from identity.integrity import check
+    from identity.store import read_only
+
+    try:
+        with read_only(args.data) as tx:
+            problems = check(tx, limit=args.limit)
+            counts = {name: tx.count(name) for name in ("nodes", "persons", "links")}
+    except (OSError, KeyError) as exc:
+        print(f"error: cannot read {args.data}: {exc}", file=sys.stderr)
+        return 2
+    summary = ", ".join(f"{n} {name}" for name, n in counts.items())
+    if not problems:
+        print(f"ok: no problems in {args.data} ({summary})")
+        return 0
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problems in {args.data} ({summary})", file=sys.stderr)
+    return 1
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -238,3 +263,10 @@ def add_audit_parser(sub: Any) -> None:
     p.add_argument("identifier", nargs="?", metavar="KIND:VALUE")
     p.add_argument("--person-id", help="the person by id instead")
     _who(p)
+
+    p = commands.add_parser("check", help="check the graph's invariants in a data folder, "
+                                          "read-only (example: identity audit check --data var)",
+                            description=_check.__doc__)
+    p.add_argument("--data", default="var", help="LMDB data folder [var]")
+    p.add_argument("--limit", type=int, default=1000, help="list at most this many problems")
+    p.set_defaults(run=_check)

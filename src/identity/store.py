@@ -24,7 +24,7 @@ import lmdb
 
 from identity.errors import StorageFull
 
-__all__ = ["Store", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES"]
+__all__ = ["Store", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES", "read_only"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -335,3 +335,19 @@ class Store:
         log.warning("growing LMDB map from %d to %d bytes", current, new_size)
         self.env.set_mapsize(new_size)
         return True
+
+
+@contextmanager
+def read_only(path: str | Path) -> Iterator[Txn]:
+    """One read snapshot of an existing data folder that writes nothing: offline audits, or
+    beside a running server in another process (LMDB readers never block its writer)."""
+    if not (Path(path) / "data.mdb").is_file():
+        raise FileNotFoundError(f"no LMDB data in {path}")
+    env = lmdb.open(str(path), readonly=True, create=False, max_dbs=64, readahead=False)
+    try:
+        with env.begin() as txn:
+            dbs = {name: env.open_db(name.encode(), txn=txn, create=False, **flags)
+                   for name, flags in SUBDATABASES.items() if txn.get(name.encode()) is not None}
+            yield Txn(txn, dbs)
+    finally:
+        env.close()
