@@ -17,6 +17,7 @@ import grpc
 
 from identity.app import App
 from identity.audit_cli import add_audit_parser
+from identity.backup_cli import add_backup_parser
 from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 from identity.config import Settings
@@ -76,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     resolve.add_argument("--person-id", help="resolve a person id instead (current or retired)")
     add_audit_parser(sub)
     add_segment_parser(sub)
+    add_backup_parser(sub)
     return top
 
 
