@@ -98,12 +98,22 @@ class Population:
         with self._lock:
             start, end = self._kinds_upto, self._size
         if end > start:
+            # Listeners may already know nodes committed after ``tx`` began: read up to the
+            # snapshot's last node and leave newer ones for a later call.
+            last = tx.last_key("nodes")
+            end = min(end, _U64.unpack(last)[0] + 1 if last else 1)
+            kinds = []
             for key, value in tx.items("nodes", start=_U64.pack(start)):
                 node = _U64.unpack(key)[0]
                 if node >= end:
                     break
-                self._kind[node] = value[8]
-            self._kinds_upto = end
+                kinds.append((node, value[8]))
+            with self._lock:  # under the lock: ``assign`` may be swapping in a grown array
+                for node, kind in kinds:
+                    self._kind[node] = kind
+                if end > self._kinds_upto:
+                    self._kinds_upto = end
+                    self.version += 1
         seen = self._attr_rows_seen
         if len(type_col) > seen:
             fresh = node_col[seen:][type_col[seen:] == _ATTRIBUTES_TYPE]
@@ -144,8 +154,13 @@ class Population:
 
     def roots(self) -> np.ndarray:
         """``root[node]`` for every node so far (a copy: later merges do not change it)."""
+        return self.versioned_roots()[0]
+
+    def versioned_roots(self) -> tuple[np.ndarray, int]:
+        """``roots()`` and the version they are of, read together: results cached under a
+        version must come from that version's roots (and so have its length)."""
         with self._lock:
-            return self._root[: self._size].astype(np.int64)
+            return self._root[: self._size].astype(np.int64), self.version
 
     def kinds(self, size: int) -> np.ndarray:
         with self._lock:

@@ -101,9 +101,10 @@ class Segmentation:
     def evaluate(self, target: Target, as_of_ms: int | None = None,
                  explain: bool = False) -> Evaluation:
         as_of_ms = now_ms() if as_of_ms is None else as_of_ms
+        state = self.engine.index.sync()  # before the snapshot: it then holds all rows shown
         with self.store.read() as tx:
             tree = self._tree(tx, target)
-            return self.engine.evaluate(tx, tree, as_of_ms, self._resolver(tx), explain)
+            return self.engine.evaluate(tx, tree, as_of_ms, self._resolver(tx), explain, state)
 
     # -- reads ---------------------------------------------------------------
 
@@ -195,8 +196,9 @@ class Segmentation:
     def _cells(self, as_of_ms: int | None) -> np.ndarray:
         """Every person's RF cell index (-1: none), by root node."""
         as_of_ms = now_ms() if as_of_ms is None else as_of_ms
+        state = self.engine.index.sync()  # before the snapshot: it then holds all rows shown
         with self.store.read() as tx:
-            return self.engine.cohort_cells(tx, as_of_ms)
+            return self.engine.cohort_cells(tx, as_of_ms, state)
 
     def _persons(self) -> np.ndarray:
         roots = self.population.roots()

@@ -93,24 +93,29 @@ class SegmentEngine:
     # -- the query ---------------------------------------------------------
 
     def evaluate(self, tx: Txn, tree: Node, as_of_ms: int,
-                 resolve: Callable[[SegmentLeaf], Node], explain: bool = False) -> Evaluation:
-        q = self._query(tx, as_of_ms, resolve, explain)
+                 resolve: Callable[[SegmentLeaf], Node], explain: bool = False,
+                 state: State | None = None) -> Evaluation:
+        """``state``: an ``index.sync()`` taken before ``tx`` began (else one is taken now)."""
+        q = self._query(tx, as_of_ms, resolve, explain, state)
         members = q.node(tree) & q.persons
         return Evaluation(members, int(np.count_nonzero(q.persons)), q.explained)
 
-    def cohort_cells(self, tx: Txn, as_of_ms: int) -> np.ndarray:
+    def cohort_cells(self, tx: Txn, as_of_ms: int, state: State | None = None) -> np.ndarray:
         """Every person's RF cell index (-1: none), by root node, as of a time."""
-        q = self._query(tx, as_of_ms, lambda leaf: leaf, False)
+        q = self._query(tx, as_of_ms, lambda leaf: leaf, False, state)
         return np.where(q.persons, q.cells(), -1)
 
     def _query(self, tx: Txn, as_of_ms: int, resolve: Callable[[SegmentLeaf], Node],
-               explain: bool) -> _Query:
-        state = self.index.sync()
+               explain: bool, state: State | None) -> _Query:
+        # Attributes of the state's rows are read from ``tx``: it must have begun after the
+        # state was taken, or it may lack what the newest rows stated.
+        state = state or self.index.sync()
         self.population.refresh(tx, state.cols.node, state.cols.type)
-        root = self.population.roots()
+        root, population_version = self.population.versioned_roots()
         if len(root) < len(state.last_seen):  # nodes committed a moment ago: in no person yet
             root = _fit(root, len(state.last_seen), 0)
-        query = _Query(self, state, root.astype(np.int32), as_of_ms // 1000, resolve, explain)
+        query = _Query(self, state, root.astype(np.int32), as_of_ms // 1000, resolve, explain,
+                       population_version)
         with self._lock:  # data moved on: results of older versions are never asked again
             if query.version != self._version:
                 self._cache.clear()
@@ -170,7 +175,7 @@ class _Query:
     """The state of one evaluation: the index state, roots, bounds, results by path."""
 
     def __init__(self, engine: SegmentEngine, state: State, root: np.ndarray, as_of: int,
-                 resolve: Callable[[SegmentLeaf], Node], explain: bool):
+                 resolve: Callable[[SegmentLeaf], Node], explain: bool, population_version: int):
         self.e, self.st, self.cols, self.root, self.as_of = engine, state, state.cols, root, as_of
         self.n = len(root)
         ids = np.arange(self.n)
@@ -180,7 +185,7 @@ class _Query:
         self.resolve = resolve
         self.explain = explain
         self.explained: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-        self.version = (state.cols.rows, engine.population.version, engine.tags.version)
+        self.version = (state.cols.rows, population_version, engine.tags.version)
         self.max_time = max(state.max_time, 0)
         self._stack: list[str] = []
         self._scope_nodes: np.ndarray | None = None  # see _scoped
