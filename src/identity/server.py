@@ -62,11 +62,7 @@ def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.S
 def serve(app: App, address: str) -> None:
     """Serve until SIGTERM or SIGINT, then drain calls for a grace period and close LMDB."""
     server, port = create_server(app, address)
-    server.start()
-    host = address.rsplit(":", 1)[0]
-    log.info("identity serving on %s:%d, data in %s", host, port, app.store.path)
-    print(f"identity serving on {host}:{port} (data: {app.store.path})", flush=True)
-    stopped = threading.Event()
+    stopped = threading.Event()  # handlers before start: a SIGTERM while starting drains too
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
@@ -74,6 +70,12 @@ def serve(app: App, address: str) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    server.start()
+    host = address.rsplit(":", 1)[0]
+    log.info("identity serving on %s:%d, data in %s", host, port, app.store.path)
+    print(f"identity serving on {host}:{port} (data: {app.store.path})", flush=True)
     stopped.wait()
     server.stop(GRACE_SECONDS).wait()
     app.close()
+    log.info("stopped; data closed")
+    print("identity stopped; data closed", flush=True)
