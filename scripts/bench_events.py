@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from identity.v1 import events_pb2 as ev  # noqa: E402
 from identity.client import packed_events  # noqa: E402
 from identity.v1 import common_pb2, identity_pb2  # noqa: E402
+from benchlib import BENCH_KEYS, authorized  # noqa: E402
 
 STREAM = "/identity.v1.EventService/TrackStream"
 TRACK = "/identity.v1.EventService/Track"
@@ -150,7 +151,7 @@ def serve_main(data: Path) -> None:
     from identity.config import Settings
     from identity.server import create_server
 
-    app = App.open(Settings.load(env={}, data_dir=data, map_size="4GiB"))
+    app = App.open(Settings.load(env={}, data_dir=data, map_size="4GiB", api_keys=BENCH_KEYS))
     server, port = create_server(app, "127.0.0.1:0", max_workers=8)
     server.add_generic_rpc_handlers((_cpu_handler(),))
     server.start()
@@ -167,9 +168,9 @@ class Server:
         line = self.proc.stdout.readline()
         if not line.startswith("PORT "):
             raise RuntimeError(f"server did not start: {line!r}")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{line.split()[1]}", options=[
+        self.channel = authorized(grpc.insecure_channel(f"127.0.0.1:{line.split()[1]}", options=[
             ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.max_receive_message_length", 64 << 20)])
+            ("grpc.max_receive_message_length", 64 << 20)]))
 
     def written_bytes(self) -> int:
         """Bytes the server process has caused to be written to storage (/proc/PID/io)."""

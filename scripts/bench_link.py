@@ -12,7 +12,8 @@ over a fresh LMDB folder with synced commits, and measured:
 and, in the same run, the baselines the results read against:
 
 - (a) batched LMDB puts/s (``putmulti``, one synced commit per batch);
-- (b) a trivial unary gRPC echo (a generic handler on the same server) at 1 and 4 threads;
+- (b) a trivial unary gRPC echo (a bare gRPC server in the server's process, no
+  credentials to check) at 1 and 4 threads;
 - (c) the latency of a synced one-put LMDB commit (what a lone unary write waits for).
 
 By default the server runs in a subprocess, so client and server do not share
@@ -48,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from identity.v1 import common_pb2, identity_pb2  # noqa: E402
+from benchlib import BENCH_KEYS, ECHO_METHOD, authorized, start_echo_server  # noqa: E402
 
-ECHO_METHOD = "/bench.v1.Echo/Echo"
 LINK_METHOD = "/identity.v1.IdentityService/Link"
 STREAM_METHOD = "/identity.v1.IdentityService/LinkStream"
 RESOLVE_METHOD = "/identity.v1.IdentityService/Resolve"
@@ -157,31 +158,27 @@ class World:
 # -- the server (in a subprocess or in this process) ------------------------
 
 
-def _echo_handler() -> grpc.GenericRpcHandler:
-    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
-    return grpc.method_handlers_generic_handler("bench.v1.Echo", {"Echo": handler})
-
-
-def start_server(data: Path, max_workers: int) -> tuple[object, object, int]:
+def start_server(data: Path, max_workers: int) -> tuple[object, object, int, object, int]:
     from identity.app import App
     from identity.config import Settings
     from identity.server import create_server
 
-    app = App.open(Settings.load(env={}, data_dir=data, map_size="1GiB"))
+    app = App.open(Settings.load(env={}, data_dir=data, map_size="1GiB", api_keys=BENCH_KEYS))
     server, port = create_server(app, "127.0.0.1:0", max_workers=max_workers)
-    server.add_generic_rpc_handlers((_echo_handler(),))
     server.start()
-    return app, server, port
+    echo_server, echo_port = start_echo_server(max_workers)
+    return app, server, port, echo_server, echo_port
 
 
 def serve_main(data: Path, max_workers: int, profile: str | None) -> None:
     """Subprocess mode: print the port, serve until stdin closes, print CPU seconds used."""
-    app, server, port = start_server(data, max_workers)
+    app, server, port, echo_server, echo_port = start_server(data, max_workers)
     profiler = cProfile.Profile() if profile else None
     if profiler:
         _profile_writer(app, profiler)
-    print(f"PORT {port}", flush=True)
+    print(f"PORT {port} {echo_port}", flush=True)
     sys.stdin.read()
+    echo_server.stop(None).wait()
     server.stop(None).wait()
     app.close()
     if profiler:
@@ -212,7 +209,8 @@ class Server:
         self.in_process = in_process
         self.cpu = None
         if in_process:
-            self.app, self.server, self.port = start_server(data, max_workers)
+            self.app, self.server, self.port, self.echo_server, self.echo_port = \
+                start_server(data, max_workers)
             return
         cmd = [sys.executable, __file__, "--serve", str(data), "--workers", str(max_workers)]
         if profile:
@@ -221,7 +219,7 @@ class Server:
         line = self.proc.stdout.readline()
         if not line.startswith("PORT "):
             raise RuntimeError(f"server did not start: {line!r}")
-        self.port = int(line.split()[1])
+        self.port, self.echo_port = map(int, line.split()[1:3])
 
     def cpu_seconds(self) -> float | None:
         return self.cpu
@@ -238,6 +236,7 @@ class Server:
 
     def stop(self) -> None:
         if self.in_process:
+            self.echo_server.stop(None).wait()
             self.server.stop(None).wait()
             self.app.close()
             return
@@ -352,11 +351,14 @@ def run(args: argparse.Namespace) -> None:
             note("commit_ms", synced_commit_ms(root / f"commit{rep}")[0])
             profile = args.profile if rep == 0 else None
             server = Server(root / f"data{rep}", args.in_process, args.workers, profile)
-            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
+            raw = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
                 ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.max_receive_message_length", 64 << 20)])
+            channel = authorized(raw)
+            echo_channel = grpc.insecure_channel(f"127.0.0.1:{server.echo_port}")
             try:
-                grpc.channel_ready_future(channel).result(timeout=10)
+                grpc.channel_ready_future(raw).result(timeout=10)
+                grpc.channel_ready_future(echo_channel).result(timeout=10)
                 streamed: list = []
 
                 def stream() -> tuple[float, int]:
@@ -369,14 +371,15 @@ def run(args: argparse.Namespace) -> None:
                 offset = [0]
                 for threads in (1, 4):
                     s = args.seconds
-                    measure(f"echo{threads}", server, calls_per_second, channel, ECHO_METHOD,
+                    measure(f"echo{threads}", server, calls_per_second, echo_channel, ECHO_METHOD,
                             [world.echo], threads, s, [0])
                     measure(f"link{threads}", server, calls_per_second, channel, LINK_METHOD,
                             world.unary, threads, s, offset)
                     measure(f"resolve{threads}", server, calls_per_second, channel,
                             RESOLVE_METHOD, world.resolves, threads, s, [0])
             finally:
-                channel.close()
+                echo_channel.close()
+                raw.close()
                 server.stop()
             cpu = server.cpu_seconds()
             print(f"rep {rep + 1}: stream {rate:,.0f} links/s; " + ", ".join(

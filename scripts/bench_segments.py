@@ -38,6 +38,7 @@ from identity.client import IdentityClient  # noqa: E402
 from identity.config import Settings  # noqa: E402
 from identity.segmentation import Target  # noqa: E402
 from identity.server import create_server  # noqa: E402
+from benchlib import BENCH_KEYS  # noqa: E402
 from segment_reference import Reference, World  # noqa: E402
 from segment_world import event_pb  # noqa: E402
 
@@ -179,7 +180,8 @@ def serve(data: str) -> int:
     Commands: ``clear`` (empty the leaf cache), ``reference SAMPLE SEED`` (time the
     reference evaluator here, where the world is loaded), ``quit``."""
     started = time.perf_counter()
-    app = App.open(Settings.load(env={}, data_dir=data, map_size="64GiB", sync=False))
+    app = App.open(Settings.load(env={}, data_dir=data, map_size="64GiB", sync=False,
+                                 api_keys=BENCH_KEYS))
     rows = app.tracking.columns.snapshot().rows
     server, port = create_server(app, "127.0.0.1:0")
     server.start()

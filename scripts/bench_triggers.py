@@ -6,7 +6,8 @@ devices; one in five has an order of the product the trigger is about, one in
 ten a recorded push) is loaded into a server in a subprocess over a fresh LMDB
 folder with synced commits. Then, in the same run:
 
-- a trivial unary gRPC echo (a generic handler on the same server): calls/s, p99;
+- a trivial unary gRPC echo (a bare gRPC server in the server's process, no credentials
+  to check): calls/s, p99;
 - ``CheckTrigger`` without reservation (one read snapshot per call): calls/s, p99;
 - ``CheckTrigger`` with ``reserve=true`` (decided on a snapshot, then one write job
   per call that re-validates and reserves, group committed): calls/s, p99;
@@ -47,8 +48,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from identity.rpc.convert import timestamp_of  # noqa: E402
 from identity.v1 import common_pb2, events_pb2, identity_pb2, triggers_pb2  # noqa: E402
+from benchlib import BENCH_KEYS, ECHO_METHOD, authorized, start_echo_server  # noqa: E402
 
-ECHO = "/bench.v1.Echo/Echo"
+ECHO = ECHO_METHOD
 CHECK = "/identity.v1.TriggerService/CheckTrigger"
 NOON = 1_780_488_000_000  # 2026-06-03 12:00 UTC: outside the default quiet hours
 CID, EMAIL, DEVICE = 1, 2, 6
@@ -127,14 +129,13 @@ def serve_main(data: Path, workers: int) -> None:
     from identity.config import Settings
     from identity.server import create_server
 
-    app = App.open(Settings.load(env={}, data_dir=data, map_size="2GiB"))
+    app = App.open(Settings.load(env={}, data_dir=data, map_size="2GiB", api_keys=BENCH_KEYS))
     server, port = create_server(app, "127.0.0.1:0", max_workers=workers)
-    echo = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("bench.v1.Echo", {"Echo": echo}),))
     server.start()
-    print(f"PORT {port}", flush=True)
+    echo_server, echo_port = start_echo_server(workers)
+    print(f"PORT {port} {echo_port}", flush=True)
     sys.stdin.read()
+    echo_server.stop(None).wait()
     server.stop(None).wait()
     app.close()
 
@@ -166,8 +167,8 @@ def unary(channel: grpc.Channel, method: str, requests: list[bytes], threads: in
     return time.perf_counter() - start, [x for mine in latencies for x in mine]
 
 
-def interleaved(channel: grpc.Channel, world: World, threads: int, seconds: float,
-                slices: int, offset: list[int]) -> dict[str, tuple[float, float]]:
+def interleaved(channel: grpc.Channel, echo_channel: grpc.Channel, world: World, threads: int,
+                seconds: float, slices: int, offset: list[int]) -> dict[str, tuple[float, float]]:
     """Calls/s and p99 (ms) of echo, check and reserve, run in ``slices`` alternating
     rounds of ``seconds / slices`` each, so that all three see the same machine load."""
     spent: dict[str, float] = {}
@@ -176,7 +177,8 @@ def interleaved(channel: grpc.Channel, world: World, threads: int, seconds: floa
         for name, method, requests in (("echo", ECHO, [world.echo]),
                                        ("check", CHECK, world.checks),
                                        ("reserve", CHECK, world.reserving)):
-            elapsed, calls = unary(channel, method, requests, threads, seconds / slices,
+            elapsed, calls = unary(echo_channel if name == "echo" else channel, method,
+                                   requests, threads, seconds / slices,
                                    offset if name == "reserve" else [0])
             spent[name] = spent.get(name, 0.0) + elapsed
             latencies.setdefault(name, []).extend(calls)
@@ -215,11 +217,13 @@ def run(args: argparse.Namespace) -> None:
                              "--workers", str(args.workers)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        port = int(proc.stdout.readline().split()[1])
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+        port, echo_port = map(int, proc.stdout.readline().split()[1:3])
+        raw = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
             ("grpc.max_send_message_length", 64 << 20),
             ("grpc.max_receive_message_length", 64 << 20)])
-        grpc.channel_ready_future(channel).result(timeout=30)
+        grpc.channel_ready_future(raw).result(timeout=30)
+        channel = authorized(raw)
+        echo_channel = grpc.insecure_channel(f"127.0.0.1:{echo_port}")
         stub_link = channel.stream_unary("/identity.v1.IdentityService/LinkStream",
                                          request_serializer=identity_pb2.LinkStreamRequest
                                          .SerializeToString, response_deserializer=None)
@@ -238,8 +242,8 @@ def run(args: argparse.Namespace) -> None:
         offset = [0]
         for rep in range(args.repeat):
             for threads in (args.threads, args.many):
-                measured = interleaved(channel, world, threads, args.seconds, args.slices,
-                                       offset)
+                measured = interleaved(channel, echo_channel, world, threads, args.seconds,
+                                       args.slices, offset)
                 for name, (rate, p99) in measured.items():
                     results.setdefault(f"{name}{threads}_rate", []).append(rate)
                     results.setdefault(f"{name}{threads}_p99", []).append(p99)
@@ -257,7 +261,8 @@ def run(args: argparse.Namespace) -> None:
             summary = replies[-1].summary
             print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.2f}" for k, v in results.items())
                   + f"; audience sent {summary.send:,}, suppressed {summary.suppressed:,}")
-        channel.close()
+        echo_channel.close()
+        raw.close()
     finally:
         proc.stdin.close()
         proc.wait()

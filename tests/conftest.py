@@ -15,6 +15,8 @@ from identity.client import IdentityClient
 from identity.config import Settings
 from identity.server import create_server
 
+from credentials import TEST_KEYS
+
 
 # CI replays the same examples every run (a red build must be reproducible); local runs
 # keep exploring new random examples and save failures in .hypothesis/ for replay.
@@ -58,6 +60,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
 
     def make(**overrides: object) -> RunningServer:
         data_dir = tmp_path / f"data{len(list(tmp_path.glob('data*')))}"
+        overrides.setdefault("api_keys", TEST_KEYS)
         settings = Settings.load(env={}, data_dir=data_dir,
                                  map_size="64MiB", **overrides)
         return start_server(settings, started)

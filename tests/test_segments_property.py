@@ -15,6 +15,8 @@ from identity.app import App
 from identity.client import IdentityClient
 from identity.config import Settings
 from identity.server import create_server
+
+from credentials import TEST_KEYS
 from segment_reference import Reference, World
 from segment_world import load_world
 
@@ -175,7 +177,8 @@ def test_fast_engine_counts_equal_the_reference_evaluator(world: World, queries:
     saved, event_index._MIN_TAIL = event_index._MIN_TAIL, min_tail
     saved_scope = segments.SCOPE_BELOW, segments.PRODUCT_READS
     with tempfile.TemporaryDirectory() as data:
-        app = App.open(Settings.load(env={}, data_dir=data, map_size="64MiB", time_zone=ZONE))
+        app = App.open(Settings.load(env={}, data_dir=data, map_size="64MiB", time_zone=ZONE,
+                                     api_keys=TEST_KEYS))
         server, port = create_server(app, "127.0.0.1:0", max_workers=4)
         server.start()
         try:

@@ -28,12 +28,14 @@ def test_reflection_lists_the_identity_service(server) -> None:
     with grpc.insecure_channel(server.address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
-        [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+        key = [("authorization", f"Bearer {os.environ['IDENTITY_API_KEY']}")]
+        [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=5, metadata=key))
         names = {s.name for s in reply.list_services_response.service}
         assert "identity.v1.IdentityService" in names
 
 
-def _start(data: Path) -> tuple[subprocess.Popen, str]:
+def _start(data: Path) -> tuple[subprocess.Popen, str, str]:
+    """A server process on loopback; its address and the development key it wrote."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "identity.cli", "serve", "--address", "127.0.0.1:0",
          "--data", str(data), "--map-size", "64MiB"],
@@ -44,14 +46,14 @@ def _start(data: Path) -> tuple[subprocess.Popen, str]:
     line = proc.stdout.readline()
     assert "serving on" in line, line
     address = line.split("serving on ")[1].split()[0]
-    return proc, address
+    return proc, address, (data / "dev-admin.key").read_text().strip()
 
 
 def test_a_killed_server_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
-    proc, address = _start(tmp_path / "data")
+    proc, address, key = _start(tmp_path / "data")
     acknowledged = []
     try:
-        with IdentityClient(address) as client:
+        with IdentityClient(address, api_key=key) as client:
             deadline = time.monotonic() + 30
             while len(acknowledged) < 300 and time.monotonic() < deadline:
                 n = len(acknowledged)
@@ -62,9 +64,9 @@ def test_a_killed_server_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
         proc.wait(timeout=10)
         proc.stdout.close()  # type: ignore[union-attr]
     assert len(acknowledged) == 300
-    proc, address = _start(tmp_path / "data")
+    proc, address, key = _start(tmp_path / "data")
     try:
-        with IdentityClient(address) as client:
+        with IdentityClient(address, api_key=key) as client:
             for n in acknowledged:
                 assert client.resolve(f"email:p{n}@example.com").person.person_id == f"C-{n}"
     finally:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from identity.api_keys import ApiKeys
 from identity.audit import Audit
 from identity.config import Settings
 from identity.errors import InvalidArgument
@@ -59,12 +60,15 @@ class App:
     tracking: Tracking = field(init=False)
     triggers: Triggers = field(init=False)
     segments: Segmentation = field(init=False)
+    keys: ApiKeys = field(init=False)
 
     def __post_init__(self) -> None:
+        self.keys = ApiKeys(self.store, self.settings.api_keys)  # who may call what
         self.normalizer = Normalizer(self.settings.normalize_settings())
         self.graph = IdentityGraph(self.settings.merge_rules())
         self.audit = Audit(self.store, self.graph)  # explain, split, block, forget
-        self.tracking = Tracking(self.store, self.graph, self.identifier)  # events, profiles
+        self.tracking = Tracking(self.store, self.graph, self.identifier,  # events, profiles
+                                 self.settings.max_batch_items)
         self.audit.erase_events = self.tracking.events.erase  # forget erases events too
         self.triggers = Triggers(self.store, self.graph, self.tracking, self.identifier,
                                  self.settings.triggers)  # suppression, caps, audiences
@@ -98,8 +102,14 @@ class App:
 
     def link_batch(self, links: list[LinkInput], field_path: str = "links") -> list[LinkResult]:
         """Validate every link, then apply all of them in one transaction."""
-        valid = [self._validate(link, f"{field_path}[{i}].") for i, link in enumerate(links)]
+        valid = self._validate_batch(links, field_path)
         return self.store.write(lambda tx: self._apply_many(tx, valid))
+
+    def _validate_batch(self, links: list[LinkInput], field_path: str) -> list[_ValidLink]:
+        if len(links) > self.settings.max_batch_items:
+            raise InvalidArgument.field(
+                field_path, f"at most {self.settings.max_batch_items} links per batch")
+        return [self._validate(link, f"{field_path}[{i}].") for i, link in enumerate(links)]
 
     def link_batches(self, batches: Iterable[list[LinkInput]], field_path: str = "links"
                      ) -> Iterator[list[LinkResult]]:
@@ -113,8 +123,7 @@ class App:
         pending: deque[Future] = deque()
         for links in batches:
             try:
-                valid = [self._validate(link, f"{field_path}[{i}].")
-                         for i, link in enumerate(links)]
+                valid = self._validate_batch(links, field_path)
             except InvalidArgument:
                 while pending:
                     yield pending.popleft().result()

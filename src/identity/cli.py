@@ -21,6 +21,7 @@ from identity.backup_cli import add_backup_parser
 from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 from identity.config import Settings
+from identity.keys_cli import add_keys_parser
 from identity.segment_cli import add_segment_parser
 
 __all__ = ["main"]
@@ -31,7 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.load(args.config, address=args.address, data_dir=args.data,
-                             map_size=args.map_size, phone_region=args.phone_region)
+                             map_size=args.map_size, phone_region=args.phone_region,
+                             tls_cert=args.tls_cert, tls_key=args.tls_key,
+                             tls_client_ca=args.tls_client_ca, insecure=args.insecure or None)
     serve(App.open(settings), settings.address)
     return 0
 
@@ -62,6 +65,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--map-size", help="initial LMDB map size, e.g. 4GiB [1GiB; grows when full]")
     serve.add_argument("--phone-region", help="region for national phone numbers [US]")
     serve.add_argument("--config", help="TOML settings file (limits, blocklist, ...)")
+    serve.add_argument("--tls-cert", help="server certificate chain (PEM): turns TLS on")
+    serve.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    serve.add_argument("--tls-client-ca", help="CA bundle (PEM) clients' certificates must chain "
+                                               "to: turns mutual TLS on")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow plaintext on a non-loopback address (TLS ends at a proxy)")
     serve.set_defaults(run=_serve)
 
     link = client_command(sub, "link", "link identifiers seen together (example: identity link "
@@ -76,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     resolve.add_argument("identifier", nargs="?", metavar="KIND:VALUE")
     resolve.add_argument("--person-id", help="resolve a person id instead (current or retired)")
     add_audit_parser(sub)
+    add_keys_parser(sub)
     add_segment_parser(sub)
     add_backup_parser(sub)
     return top

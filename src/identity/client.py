@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Union
 
 import grpc
@@ -20,9 +22,10 @@ from identity.v1 import events_pb2, events_pb2_grpc
 from identity.v1 import audit_pb2, audit_pb2_grpc
 from identity.v1 import triggers_pb2, triggers_pb2_grpc
 from identity.v1 import segments_pb2, segments_pb2_grpc
+from identity.v1 import keys_pb2, keys_pb2_grpc
 
 __all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request", "person_target",
-           "trigger_kind", "message_channel", "packed_events"]
+           "trigger_kind", "message_channel", "packed_events", "with_api_key"]
 
 IdentifierLike = Union[str, tuple[Union[str, Kind, int], str], common_pb2.Identifier]
 When = Union[datetime, int, None]
@@ -100,23 +103,73 @@ def link_request(*identifiers: IdentifierLike, source: str = "", observed_at: Wh
     )
 
 
-class IdentityClient:
-    """One channel to an identity server, with a method per RPC."""
+class _WithMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds fixed metadata (the API key) to every call."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", timeout: float | None = 30.0):
-        self.channel = grpc.insecure_channel(target, options=[
+    def __init__(self, metadata: list[tuple[str, str]]):
+        self.metadata = metadata
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return details._replace(metadata=[*(details.metadata or ()), *self.metadata])  # type: ignore[attr-defined]
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    intercept_unary_stream = intercept_unary_unary
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    intercept_stream_stream = intercept_stream_unary
+
+
+def with_api_key(channel: grpc.Channel, api_key: str) -> grpc.Channel:
+    """``channel`` sending ``authorization: Bearer <api_key>`` on every call."""
+    return grpc.intercept_channel(channel, _WithMetadata([("authorization",
+                                                            f"Bearer {api_key.strip()}")]))
+
+
+def _read(path: str | Path | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+class IdentityClient:
+    """One channel to an identity server, with a method per RPC.
+
+    ``api_key`` defaults to ``$IDENTITY_API_KEY``. With ``tls_ca`` (the CA that signed the
+    server's certificate) the channel uses TLS; add ``tls_cert`` and ``tls_key`` for mTLS.
+    """
+
+    def __init__(self, target: str = "127.0.0.1:50051", timeout: float | None = 30.0,
+                 api_key: str | None = None, tls_ca: str | Path | None = None,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                 tls_server_name: str | None = None):
+        options = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-        ])
+        ]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        if tls_ca or tls_cert:
+            credentials = grpc.ssl_channel_credentials(_read(tls_ca), _read(tls_key),
+                                                       _read(tls_cert))
+            channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(target, options=options)
+        api_key = os.environ.get("IDENTITY_API_KEY", "") if api_key is None else api_key
+        self._raw_channel = channel
+        self.channel = with_api_key(channel, api_key) if api_key else channel
         self.timeout = timeout
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channel)
         self.events = events_pb2_grpc.EventServiceStub(self.channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
         self.triggers = triggers_pb2_grpc.TriggerServiceStub(self.channel)
         self.segments = segments_pb2_grpc.SegmentServiceStub(self.channel)
+        self.keys = keys_pb2_grpc.KeyServiceStub(self.channel)
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     def __enter__(self) -> IdentityClient:
         return self
@@ -347,6 +400,21 @@ class IdentityClient:
             person_id=person_id, identifier=identifier(who) if who is not None else None,
             tag=tag, value=value, at=_timestamp(at), clear=clear)
         return self.segments.SetTag(request, timeout=self.timeout)
+
+    # -- API keys (admin role) ---------------------------------------------
+
+    def create_key(self, *roles: str, label: str = "") -> keys_pb2.CreateKeyResponse:
+        """A new key with ``roles`` ("ingest", "query", "admin"); its secret is in the reply."""
+        numbers = [keys_pb2.Role.Value("ROLE_" + r.strip().upper()) for r in roles]
+        return self.keys.CreateKey(keys_pb2.CreateKeyRequest(roles=numbers, label=label),
+                                   timeout=self.timeout)
+
+    def list_keys(self) -> keys_pb2.ListKeysResponse:
+        return self.keys.ListKeys(keys_pb2.ListKeysRequest(), timeout=self.timeout)
+
+    def revoke_key(self, key_id: str) -> keys_pb2.RevokeKeyResponse:
+        return self.keys.RevokeKey(keys_pb2.RevokeKeyRequest(key_id=key_id), timeout=self.timeout)
+
 
 
 def trigger_kind(value: str | int) -> int:

@@ -13,6 +13,14 @@ Example file (all keys optional)::
     kind = "phone"      # omit for every kind
     value = "+442079460000"
     pattern = false
+    [tls]               # serve TLS; with client_ca, clients need certificates (mTLS)
+    cert = "server.pem"
+    key = "server.key"
+    client_ca = "clients-ca.pem"
+    [[api_keys]]        # keys provisioned from outside: `identity keys create --print-config`
+    id = "3f9c0a1b2c4d"
+    roles = ["ingest"]
+    sha256 = "<hex SHA-256 of the secret part>"
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from identity.api_keys import ApiKey, Role
 from identity.blocklist import DEFAULT_RULES, Blocklist, BlockRule
 from identity.graph import MergeRules
 from identity.identifiers import Kind
@@ -65,6 +74,15 @@ class Settings:
     kind_limits: dict[Kind, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     blocklist: tuple[BlockRule, ...] = DEFAULT_RULES
     triggers: dict = field(default_factory=dict)  # the [triggers] table: identity.trigger_rules
+    api_keys: tuple[ApiKey, ...] = ()  # provisioned keys ([[api_keys]]); more live in LMDB
+    tls_cert: Path | None = None  # PEM certificate chain; TLS is on when cert and key are set
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # PEM CA bundle: clients must present a certificate
+    insecure: bool = False  # allow plaintext on a non-loopback address
+    dev_key: bool = True  # on loopback plaintext, write an admin key to <data_dir>/dev-admin.key
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_batch_items: int = 10_000  # links or events in one request or stream message
+    max_stream_items_per_second: int = 0  # per stream, 0 = unlimited; faster streams are slowed
 
     def normalize_settings(self) -> NormalizeSettings:
         return NormalizeSettings(default_region=self.phone_region,
@@ -87,6 +105,9 @@ class Settings:
             "data_dir": env.get("IDENTITY_DATA_DIR"),
             "map_size": env.get("IDENTITY_MAP_SIZE"),
             "phone_region": env.get("IDENTITY_PHONE_REGION"),
+            "tls_cert": env.get("IDENTITY_TLS_CERT"),
+            "tls_key": env.get("IDENTITY_TLS_KEY"),
+            "tls_client_ca": env.get("IDENTITY_TLS_CLIENT_CA"),
         }
         settings = settings._with(from_env)
         return settings._with(overrides)
@@ -96,8 +117,10 @@ class Settings:
         for key, value in values.items():
             if value is None:
                 continue
-            if key == "data_dir":
+            if key in ("data_dir", "tls_cert", "tls_key", "tls_client_ca"):
                 value = Path(str(value))
+            elif key == "max_message_bytes":
+                value = parse_size(value)  # type: ignore[arg-type]
             elif key in ("map_size", "max_map_size"):
                 value = parse_size(value)  # type: ignore[arg-type]
             elif key == "phone_region":
@@ -114,9 +137,20 @@ class Settings:
         for entry in data.pop("blocklist", []):
             kind = Kind.parse(entry["kind"]) if entry.get("kind") else None
             rules.append(BlockRule(str(entry["value"]), kind, bool(entry.get("pattern", False))))
+        keys = list(self.api_keys)
+        for entry in data.pop("api_keys", []):
+            keys.append(ApiKey(str(entry["id"]), frozenset(Role.parse(r) for r in entry["roles"]),
+                               bytes.fromhex(entry["sha256"]), str(entry.get("label", "")),
+                               from_settings=True))
+        tls = data.pop("tls", {})
+        data.update({f"tls_{name}": tls[name] for name in ("cert", "key", "client_ca")
+                     if name in tls})
         unknown = set(data) - {"address", "data_dir", "map_size", "max_map_size", "sync",
-                               "time_zone", "phone_region", "fold_email_aliases", "triggers"}
+                               "time_zone", "phone_region", "fold_email_aliases", "triggers",
+                               "tls_cert", "tls_key", "tls_client_ca", "insecure", "dev_key",
+                               "max_message_bytes", "max_batch_items",
+                               "max_stream_items_per_second"}
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
-        settings = replace(self, kind_limits=limits, blocklist=tuple(rules))
+        settings = replace(self, kind_limits=limits, blocklist=tuple(rules), api_keys=tuple(keys))
         return settings._with(data)

@@ -16,11 +16,13 @@ from identity.rpc import audit_service, identity_service
 from identity.rpc import event_service
 from identity.rpc import trigger_service
 from identity.rpc import segment_service
+from identity.rpc import key_service
+from identity.rpc.auth import AuthInterceptor
+from identity.transport import check_plaintext_allowed, ensure_dev_key, server_credentials
 
 __all__ = ["create_server", "serve"]
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 GRACE_SECONDS = 5.0
 
 
@@ -34,11 +36,13 @@ def _add_health(server: grpc.Server, services: list[str]) -> health.HealthServic
 
 def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server with every service, health and reflection."""
+    interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(app.keys)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", app.settings.max_message_bytes),
+            ("grpc.max_send_message_length", app.settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
@@ -47,13 +51,16 @@ def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.S
     services.append(audit_service.add_to_server(app, server))
     services.append(trigger_service.add_to_server(app, server))
     services.append(segment_service.add_to_server(app, server))
+    services.append(key_service.add_to_server(app.keys, server))
     _add_health(server, services)
     reflection.enable_server_reflection(
         [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(address)
+    credentials = server_credentials(app.settings)
+    port = (server.add_secure_port(address, credentials) if credentials
+            else server.add_insecure_port(address))
     if port == 0:
         raise OSError(f"cannot bind {address}")
     return server, port
@@ -61,6 +68,8 @@ def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.S
 
 def serve(app: App, address: str) -> None:
     """Serve until SIGTERM or SIGINT, then drain calls for a grace period and close LMDB."""
+    check_plaintext_allowed(app.settings, address)
+    dev_key = ensure_dev_key(app, address)
     server, port = create_server(app, address)
     stopped = threading.Event()  # handlers before start: a SIGTERM while starting drains too
 
@@ -74,6 +83,8 @@ def serve(app: App, address: str) -> None:
     host = address.rsplit(":", 1)[0]
     log.info("identity serving on %s:%d, data in %s", host, port, app.store.path)
     print(f"identity serving on {host}:{port} (data: {app.store.path})", flush=True)
+    if dev_key:
+        print(f"development admin key (also in {dev_key.path}): {dev_key.secret}", flush=True)
     stopped.wait()
     server.stop(GRACE_SECONDS).wait()
     app.close()

@@ -55,6 +55,7 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
     "sends": {},  # node u64 + time ms + seq -> a reserved or recorded message send (caps)
     "send_keys": {},  # blake2b-128 of an idempotency key -> its send and first trigger decision
     "trigger_rules": {},  # trigger kind byte + campaign -> trigger rule set by SetTriggerRule
+    "api_keys": {},  # key id -> roles, label, SHA-256 of the secret, created/revoked times
 }
 
 MAX_GROUP = 256

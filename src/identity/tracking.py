@@ -75,8 +75,10 @@ def purchase_event_id(order_id: str) -> str:
 class Tracking:
     """Events, orders and profiles over one store and identity graph."""
 
-    def __init__(self, store: Store, graph: IdentityGraph, identify: Identify):
+    def __init__(self, store: Store, graph: IdentityGraph, identify: Identify,
+                 max_batch: int = 10_000):
         self.store = store
+        self.max_batch = max_batch  # events (per-event and packed together) in one batch
         self.graph = graph
         self.identify = identify
         # raw (kind, value) -> normalised identifier; normalising is a pure function of the
@@ -118,6 +120,7 @@ class Tracking:
             if not isinstance(batch, StreamBatch):
                 batch = StreamBatch(batch)
             try:
+                self._check_size(len(batch.events), batch.pack)
                 valid = self.validate(batch.events)
                 pack = self.validate_pack(batch.pack) if batch.pack is not None else None
             except InvalidArgument as exc:
@@ -152,7 +155,15 @@ class Tracking:
             identifier = seen[(kind, value)] = self.identify(kind, value, path)
         return identifier
 
+    def _check_size(self, events: int, pack: Pack | None) -> None:
+        total = events + (len(pack.event_ids) if pack is not None else 0)
+        if total > self.max_batch:
+            raise InvalidArgument.field("events", f"{total} events in one batch; "
+                                                  f"at most {self.max_batch}")
+
     def validate(self, events: Sequence[Event], path: str = "events") -> list[ValidEvent]:
+        if len(events) > self.max_batch:
+            raise InvalidArgument.field(path, f"at most {self.max_batch} events per batch")
         now = now_ms()
         identify = self.identify
         seen = self._identified

@@ -16,6 +16,7 @@ from identity.events import (
     Search, StoredEvent,
 )
 from identity.profiles import HistoryQuery, Profile
+from identity.rpc.limits import throttled
 from identity.rpc.convert import identifier_pb, ms_of, person_pb, timestamp_of
 from identity.rpc.status import translate_errors
 from identity.tracking import Purchase, StreamBatch
@@ -190,6 +191,7 @@ def _profile_pb(profile: Profile) -> events_pb2.GetProfileResponse:
 class EventServicer(events_pb2_grpc.EventServiceServicer):
     def __init__(self, app: App):
         self.tracking = app.tracking
+        self.stream_rate = app.settings.max_stream_items_per_second
 
     @translate_errors
     def Track(self, request, context):  # noqa: N802 (gRPC method name)
@@ -199,7 +201,9 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     @translate_errors
     def TrackStream(self, request_iterator, context):  # noqa: N802
         batches = stored = duplicates = 0
-        converted = (_batch(message) for message in request_iterator)
+        messages = throttled(request_iterator, self.stream_rate,
+                             lambda m: len(m.events) + len(m.packed.event_ids))
+        converted = (_batch(message) for message in messages)
         for done, skipped in self.tracking.track_batches(converted):
             batches += 1
             stored += done

@@ -10,6 +10,7 @@ from identity.app import App
 from identity.errors import InvalidArgument
 from identity.graph import LinkResult
 from identity.rpc.convert import fill_person, identifier_pb, link_input
+from identity.rpc.limits import throttled
 from identity.rpc.status import translate_errors
 from identity.v1 import identity_pb2, identity_pb2_grpc
 
@@ -45,7 +46,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def LinkStream(self, request_iterator, context):  # noqa: N802
         outcomes: Counter[int] = Counter()
         batches = links = 0
-        inputs = ([link_input(r) for r in message.links] for message in request_iterator)
+        messages = throttled(request_iterator, self.app.settings.max_stream_items_per_second,
+                             lambda m: len(m.links))
+        inputs = ([link_input(r) for r in message.links] for message in messages)
         try:
             for results in self.app.link_batches(inputs):
                 batches += 1

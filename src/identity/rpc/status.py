@@ -48,6 +48,9 @@ def translate_errors(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:  # the caller gave up while it queued
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call ran")
         try:
             return method(self, request, context)
         except IdentityError as exc:
