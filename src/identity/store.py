@@ -59,6 +59,7 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
 }
 
 MAX_GROUP = 256
+GROW_WAIT_SECONDS = 5.0  # how long a map growth waits for open reads before cutting them off
 
 
 class Txn:
@@ -205,15 +206,28 @@ class Store:
                 for name, flags in SUBDATABASES.items()
             }
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._gate = threading.Condition()  # a map growth waits for open reads (see _grow)
+        self._reading = 0
+        self._growing = False
         self._writer = threading.Thread(target=self._drain, name="lmdb-writer", daemon=True)
         self._writer.start()
         self._closed = False
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
-        """A read snapshot; cheap, never blocks writers. Keep it short."""
-        with self.env.begin() as txn:
-            yield Txn(txn, self._dbs)
+        """A read snapshot; cheap, never blocks writers (a map growth waits). Keep it short."""
+        with self._gate:
+            while self._growing:
+                self._gate.wait()
+            self._reading += 1
+        try:
+            with self.env.begin() as txn:
+                yield Txn(txn, self._dbs)
+        finally:
+            with self._gate:
+                self._reading -= 1
+                if not self._reading:
+                    self._gate.notify_all()
 
     def write(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in a write transaction; return its result once durably committed.
@@ -334,7 +348,16 @@ class Store:
             return False
         new_size = min(current * 2, self.max_map_size)
         log.warning("growing LMDB map from %d to %d bytes", current, new_size)
-        self.env.set_mapsize(new_size)
+        # Remapping invalidates every open read transaction: wait for the open reads to end
+        # (new ones wait for the remap); a read held past GROW_WAIT_SECONDS is cut off.
+        with self._gate:
+            self._growing = True
+            try:
+                self._gate.wait_for(lambda: not self._reading, GROW_WAIT_SECONDS)
+                self.env.set_mapsize(new_size)
+            finally:
+                self._growing = False
+                self._gate.notify_all()
         return True
 
 
