@@ -18,6 +18,7 @@ from identity.config import Settings
 from identity.errors import InvalidArgument
 from identity.graph import IdentityGraph, LinkResult, PersonView
 from identity.identifiers import Identifier
+from identity.metrics import Metrics
 from identity.normalize import Normalizer
 from identity.segmentation import Segmentation
 from identity.store import Store, WriteTxn
@@ -60,6 +61,7 @@ class App:
     tracking: Tracking = field(init=False)
     triggers: Triggers = field(init=False)
     segments: Segmentation = field(init=False)
+    metrics: Metrics = field(init=False)
     keys: ApiKeys = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +77,7 @@ class App:
         self.segments = Segmentation(self.store, self.graph, self.tracking.columns,
                                      self.tracking.strings, self.settings.time_zone)
         self.triggers.use_segments(self.segments)  # exclusion and audience segments
+        self.metrics = Metrics(self.store)  # Prometheus counters and store gauges
 
     @classmethod
     def open(cls, settings: Settings) -> App:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from datetime import datetime
 
@@ -21,6 +21,7 @@ from identity.backup_cli import add_backup_parser
 from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 from identity.config import Settings
+from identity.logs import LOG_FORMATS, configure as configure_logs
 from identity.keys_cli import add_keys_parser
 from identity.segment_cli import add_segment_parser
 
@@ -30,12 +31,12 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     from identity.server import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logs(args.log_format)
     settings = Settings.load(args.config, address=args.address, data_dir=args.data,
                              map_size=args.map_size, phone_region=args.phone_region,
                              tls_cert=args.tls_cert, tls_key=args.tls_key,
                              tls_client_ca=args.tls_client_ca, insecure=args.insecure or None)
-    serve(App.open(settings), settings.address)
+    serve(App.open(settings), settings.address, metrics_address=args.metrics_address)
     return 0
 
 
@@ -71,6 +72,13 @@ def parser() -> argparse.ArgumentParser:
                                                "to: turns mutual TLS on")
     serve.add_argument("--insecure", action="store_true",
                        help="allow plaintext on a non-loopback address (TLS ends at a proxy)")
+    serve.add_argument("--metrics-address", default=os.environ.get("IDENTITY_METRICS_ADDRESS"),
+                       help="host:port for Prometheus to scrape /metrics, e.g. 127.0.0.1:9464 "
+                            "[off; $IDENTITY_METRICS_ADDRESS]")
+    serve.add_argument("--log-format", choices=LOG_FORMATS,
+                       default=os.environ.get("IDENTITY_LOG_FORMAT", "text"),
+                       help="log lines as text or one JSON object per line [text; "
+                            "$IDENTITY_LOG_FORMAT]")
     serve.set_defaults(run=_serve)
 
     link = client_command(sub, "link", "link identifiers seen together (example: identity link "
@@ -84,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
                                              "resolve email:a@example.com)", _resolve)
     resolve.add_argument("identifier", nargs="?", metavar="KIND:VALUE")
     resolve.add_argument("--person-id", help="resolve a person id instead (current or retired)")
+    client_command(sub, "stats", "what the server holds: persons, identifiers, links, events, "
+                                 "LMDB sizes, uptime (example: identity stats)",
+                   lambda client, _args: print_message(client.stats()))
     add_audit_parser(sub)
     add_keys_parser(sub)
     add_segment_parser(sub)

@@ -22,6 +22,7 @@ from identity.v1 import events_pb2, events_pb2_grpc
 from identity.v1 import audit_pb2, audit_pb2_grpc
 from identity.v1 import triggers_pb2, triggers_pb2_grpc
 from identity.v1 import segments_pb2, segments_pb2_grpc
+from identity.v1 import admin_pb2, admin_pb2_grpc
 from identity.v1 import keys_pb2, keys_pb2_grpc
 
 __all__ = ["IdentityClient", "IdentifierLike", "identifier", "link_request", "person_target",
@@ -166,6 +167,7 @@ class IdentityClient:
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
         self.triggers = triggers_pb2_grpc.TriggerServiceStub(self.channel)
         self.segments = segments_pb2_grpc.SegmentServiceStub(self.channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.keys = keys_pb2_grpc.KeyServiceStub(self.channel)
 
     def close(self) -> None:
@@ -339,6 +341,12 @@ class IdentityClient:
     def list_trigger_rules(self) -> triggers_pb2.ListTriggerRulesResponse:
         return self.triggers.ListTriggerRules(triggers_pb2.ListTriggerRulesRequest(),
                                               timeout=self.timeout)
+
+    # -- operations (admin) ----------------------------------------------------
+
+    def stats(self) -> admin_pb2.GetStatsResponse:
+        """Persons, identifiers per kind, links, events, LMDB sizes and uptime."""
+        return self.admin.GetStats(admin_pb2.GetStatsRequest(), timeout=self.timeout)
 
     # -- segments (a tree is its JSON form as a dict, or a Condition message) --
 

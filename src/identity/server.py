@@ -16,6 +16,9 @@ from identity.rpc import audit_service, identity_service
 from identity.rpc import event_service
 from identity.rpc import trigger_service
 from identity.rpc import segment_service
+from identity.rpc import admin_service
+from identity.rpc.metrics import RpcObserver
+from identity.metrics import MetricsEndpoint
 from identity.rpc import key_service
 from identity.rpc.auth import AuthInterceptor
 from identity.transport import check_plaintext_allowed, ensure_dev_key, server_credentials
@@ -37,6 +40,7 @@ def _add_health(server: grpc.Server, services: list[str]) -> health.HealthServic
 def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server with every service, health and reflection."""
     interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(app.keys)]
+    interceptors.insert(0, RpcObserver(app.metrics))  # outermost: refused calls are logged too
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -51,6 +55,7 @@ def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.S
     services.append(audit_service.add_to_server(app, server))
     services.append(trigger_service.add_to_server(app, server))
     services.append(segment_service.add_to_server(app, server))
+    services.append(admin_service.add_to_server(app, server))
     services.append(key_service.add_to_server(app.keys, server))
     _add_health(server, services)
     reflection.enable_server_reflection(
@@ -66,11 +71,14 @@ def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.S
     return server, port
 
 
-def serve(app: App, address: str) -> None:
+def serve(app: App, address: str, metrics_address: str | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain calls for a grace period and close LMDB."""
     check_plaintext_allowed(app.settings, address)
     dev_key = ensure_dev_key(app, address)
     server, port = create_server(app, address)
+    endpoint = MetricsEndpoint(app.metrics, metrics_address) if metrics_address else None
+    if endpoint:
+        print(f"identity metrics on {endpoint.url}", flush=True)
     stopped = threading.Event()  # handlers before start: a SIGTERM while starting drains too
 
     def stop(signum: int, _frame: object) -> None:
@@ -87,6 +95,8 @@ def serve(app: App, address: str) -> None:
         print(f"development admin key (also in {dev_key.path}): {dev_key.secret}", flush=True)
     stopped.wait()
     server.stop(GRACE_SECONDS).wait()
+    if endpoint:
+        endpoint.stop()
     app.close()
     log.info("stopped; data closed")
     print("identity stopped; data closed", flush=True)
