@@ -21,8 +21,8 @@ from identity.backup_cli import add_backup_parser
 from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 from identity.config import Settings
-from identity.logs import LOG_FORMATS, configure as configure_logs
 from identity.keys_cli import add_keys_parser
+from identity.logs import LOG_FORMATS, configure as configure_logs
 from identity.segment_cli import add_segment_parser
 
 __all__ = ["main"]
