@@ -38,7 +38,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         seconds = int(record.created)
         second, stamp = self._second
-        if second != seconds:  # formatting the time is a third of the cost: once a second
+        if second != seconds:  # strftime once a second, not once a line
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
             self._second = (seconds, stamp)
         line: dict[str, object] = {

@@ -71,7 +71,7 @@ class Metrics:
         self.handled = Counter("grpc_server_handled", "RPCs completed, by method and status code.",
                                ["grpc_service", "grpc_method", "grpc_code"], registry=r)
         self.handling_seconds = Histogram(
-            "grpc_server_handling_seconds", "Time from a call's start to its last reply, by method.",
+            "grpc_server_handling_seconds", "Time from a call's start to its last reply.",
             ["grpc_service", "grpc_method"], buckets=LATENCY_BUCKETS, registry=r)
         self.link_outcomes = Counter(
             "identity_link_outcomes", "Links committed through Link, LinkStream and "

@@ -105,7 +105,7 @@ class RpcObserver(grpc.ServerInterceptor):
             ms = round(seconds * 1000, 3)
             peer = context.peer()
             # The record is made directly: Logger.info would also walk the stack to find
-            # the caller's line, a third of a log line's cost, for a line that is always here.
+            # the caller's file and line, for a line that always comes from here.
             log.handle(log.makeRecord(
                 log.name, logging.INFO, __file__, 0, _LINE, (method, code.name, ms, peer, rid),
                 None, extra={"method": method, "code": code.name, "duration_ms": ms,
