@@ -183,8 +183,9 @@ def free_port() -> int:
 class Server:
     """The ``identity serve`` subprocess, started again on the same data folder after a kill."""
 
-    def __init__(self, data_dir: Path, port: int, config: Path, logs: Path):
+    def __init__(self, data_dir: Path, port: int, config: Path, logs: Path, map_size: str):
         self.data_dir, self.port, self.config, self.logs = data_dir, port, config, logs
+        self.map_size = map_size
         self.address = f"127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -192,7 +193,8 @@ class Server:
     def start(self, timeout: float = 60.0) -> None:
         exe = ROOT / ".venv" / "bin" / "identity"
         command = [str(exe) if exe.exists() else "identity", "serve", "--data", str(self.data_dir),
-                   "--address", self.address, "--config", str(self.config)]
+                   "--address", self.address, "--config", str(self.config),
+                   "--map-size", self.map_size]
         log = self.logs / f"server-{self.starts}.log"
         self.starts += 1
         with open(log, "wb") as out:
@@ -252,15 +254,22 @@ def integrity(data_dir: Path, report: Report, when: str) -> None:
 def check_over_rpc(server: Server, w: Workload, journals: list[dict], report: Report,
                    rng: random.Random, sample: int) -> None:
     """Acknowledged links resolve to one person; acknowledged events, sent again, are duplicates."""
+    import grpc
+
     with connect(server.address, server.data_dir) as rpc:
         acked = [(c, s) for c, j in enumerate(journals) for s in j["link_acked"]]
         for c, s in rng.sample(acked, min(sample, len(acked))):
             links = link_batch(w, c, s)
             ids = links[rng.randrange(len(links))]
-            person = rpc.resolve(ids[0]).person
+            report.counts["links resolved over RPC"] += 1
+            try:
+                person = rpc.resolve(ids[0]).person
+            except grpc.RpcError as exc:
+                report.problem(f"link batch {c}/{s}: resolving {ids[0]} over RPC: "
+                               f"{exc.code().name}")
+                continue
             known = {(i.identifier.kind, i.identifier.value) for i in person.identifiers}
             missing = [i for i in ids if (int(normal(i).kind), normal(i).value) not in known]
-            report.counts["links resolved over RPC"] += 1
             if missing:
                 report.problem(f"link batch {c}/{s}: {missing} not in the person of {ids[0]}")
         for c, j in enumerate(journals):
@@ -339,7 +348,7 @@ def run(args: argparse.Namespace) -> Report:
     config = work / "crash.toml"
     # Limits high enough that no link of the workload is refused: each must land whole.
     config.write_text("[limits]\nemail = 1000000\ndevice_id = 1000000\n")
-    server = Server(data_dir, free_port(), config, logs)
+    server = Server(data_dir, free_port(), config, logs, args.map_size)
     report = Report()
     started = time.monotonic()
     spawn = multiprocessing.get_context("spawn")
@@ -376,9 +385,9 @@ def run(args: argparse.Namespace) -> Report:
         for code in report.codes:
             if code != "OK" and code not in TRANSIENT:
                 report.problem(f"clients saw {report.codes[code]} streams end with {code}")
-        check_over_rpc(server, w, loaded, report, rng, args.resolve_sample)
+        check_data(data_dir, w, loaded, report)  # a read-only snapshot beside the idle server
+        check_over_rpc(server, w, loaded, report, rng, args.resolve_sample)  # (stores lost events)
         server.stop()
-        check_data(data_dir, w, loaded, report)
         integrity(data_dir, report, "at the end")
     finally:
         stop.set()
@@ -437,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="acknowledged links resolved over RPC at the end [300]")
     p.add_argument("--no-check-every-kill", dest="check_every_kill", action="store_false",
                    help="run the integrity check only at the end")
+    p.add_argument("--map-size", default="1MiB",
+                   help="initial LMDB map, small so that it grows (and retries) under load [1MiB]")
     p.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
     p.add_argument("--data", help="work folder to use and keep [a temporary one]")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
