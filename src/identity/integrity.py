@@ -32,7 +32,7 @@ from identity.identifiers import Kind
 from identity.linklog import decode as decode_link
 from identity.store import Txn
 
-__all__ = ["Problem", "check", "INVARIANTS"]
+__all__ = ["INVARIANTS", "Problem", "check"]
 
 _U64 = struct.Struct(">Q")
 _NODE = struct.Struct("<QBqq")  # as graph.py: root, kind, first seen ms, last seen ms; value
