@@ -125,7 +125,7 @@ def connect(address: str, data_dir: Path):
 # -- client processes ------------------------------------------------------------------
 
 def client_main(client: int, address: str, data_dir: str, journal: str, w: Workload,
-                stop) -> None:
+                stop, answered) -> None:
     """Stream link and event batches until ``stop``; journal which batches were acknowledged."""
     import grpc
 
@@ -159,6 +159,8 @@ def client_main(client: int, address: str, data_dir: str, journal: str, w: Workl
             else:
                 done[f"{kind}_acked"] += seqs
             codes["OK"] += 1
+            with answered.get_lock():
+                answered.value += 1
         except grpc.RpcError as exc:
             codes[exc.code().name] += 1
             done[f"{kind}_unacked"] += seqs
@@ -353,9 +355,10 @@ def run(args: argparse.Namespace) -> Report:
     started = time.monotonic()
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event()
+    answered = spawn.Value("q", 0)  # streams answered OK, all clients together
     journals = [work / f"client-{c}.json" for c in range(args.clients)]
     clients = [spawn.Process(target=client_main, args=(c, server.address, str(data_dir),
-                                                       str(journals[c]), w, stop))
+                                                       str(journals[c]), w, stop, answered))
                for c in range(args.clients)]
     try:
         for p in clients:  # they start while the server does, and retry until it serves
@@ -371,6 +374,11 @@ def run(args: argparse.Namespace) -> Report:
             time.sleep(rng.uniform(0, args.down))
             server.start()
             print(f"kill {kill + 1}/{args.kills}: restarted", file=sys.stderr, flush=True)
+        before, deadline = answered.value, time.monotonic() + 60
+        while answered.value < before + args.clients and time.monotonic() < deadline:
+            time.sleep(0.05)  # the restarted server takes writes again before the clients stop
+        if answered.value < before + args.clients:
+            report.problem("the clients got few or no streams through after the last restart")
         time.sleep(args.tail)
         stop.set()
         for p in clients:
