@@ -193,8 +193,7 @@ class Server:
         self.starts = 0
 
     def start(self, timeout: float = 60.0) -> None:
-        exe = ROOT / ".venv" / "bin" / "identity"
-        command = [str(exe) if exe.exists() else "identity", "serve", "--data", str(self.data_dir),
+        command = [sys.executable, "-m", "identity.cli", "serve", "--data", str(self.data_dir),
                    "--address", self.address, "--config", str(self.config),
                    "--map-size", self.map_size]
         log = self.logs / f"server-{self.starts}.log"
