@@ -41,7 +41,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_767_225_600_000  # event times: 2026-01-01, plus the batch and event number
 FAMILY_HUBS = 4  # hub e-mails per family; a family only ever joins its own hubs
 TRANSIENT = {"UNAVAILABLE", "CANCELLED", "UNKNOWN", "UNAUTHENTICATED"}  # server gone or starting
