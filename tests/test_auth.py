@@ -15,7 +15,7 @@ from identity.client import IdentityClient, identifier, link_request
 from identity.config import Settings
 from identity.rpc.auth import METHOD_ROLES
 from identity.v1 import (
-    audit_pb2, events_pb2, identity_pb2, keys_pb2, segments_pb2, triggers_pb2,
+    admin_pb2, audit_pb2, events_pb2, identity_pb2, keys_pb2, segments_pb2, triggers_pb2,
 )
 
 
@@ -134,7 +134,7 @@ def test_every_rpc_has_a_role_or_needs_admin() -> None:
     """METHOD_ROLES names only real methods, and admin-only methods are the ones meant."""
     methods = {f"/{service.full_name}/{method.name}"
                for module in (identity_pb2, events_pb2, segments_pb2, triggers_pb2, audit_pb2,
-                              keys_pb2)
+                              keys_pb2, admin_pb2)
                for service in module.DESCRIPTOR.services_by_name.values()
                for method in service.methods}
     listed = {m for m in METHOD_ROLES if not m.startswith("/grpc.")}
@@ -142,7 +142,7 @@ def test_every_rpc_has_a_role_or_needs_admin() -> None:
     admin_only = {m.rsplit("/", 1)[1] for m in methods - listed}
     assert admin_only == {"Explain", "MergeLog", "SuspiciousReport", "PersonGraph", "Split",
                           "Block", "Forget", "SetTriggerRule", "CreateKey", "ListKeys",
-                          "RevokeKey"}
+                          "RevokeKey", "GetStats"}
 
 
 def test_a_key_provisioned_in_the_settings_file_works(tmp_path, make_server) -> None:
