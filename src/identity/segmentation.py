@@ -87,7 +87,8 @@ class Segmentation:
             return parse(target.condition, self.matrix.names, "root")
         if not target.name:
             raise InvalidArgument.field("segment", "give a condition or a saved segment name")
-        return parse(self.book.get(tx, target.name).condition, self.matrix.names, "root")
+        name = _segment_name(target.name, "segment.name")
+        return parse(self.book.get(tx, name).condition, self.matrix.names, "root")
 
     def _resolver(self, tx: Txn):
         def resolve(leaf: SegmentLeaf) -> Node:
@@ -208,9 +209,7 @@ class Segmentation:
 
     def save(self, name: str, condition: dict[str, Any], description: str = ""
              ) -> tuple[SavedSegment, bool]:
-        name = name.strip()
-        if not NAME_PATTERN.match(name):
-            raise InvalidArgument.field("name", "1-128 letters, digits, '_', '-' or '.'")
+        name = _segment_name(name)
         if len(description) > 2000:
             raise InvalidArgument.field("description", "longer than 2000 characters")
         parse(condition, self.matrix.names, "condition")  # fail before the transaction
@@ -220,14 +219,15 @@ class Segmentation:
 
     def get(self, name: str) -> SavedSegment:
         with self.store.read() as tx:
-            return self.book.get(tx, name.strip())
+            return self.book.get(tx, _segment_name(name))
 
     def list(self) -> list[SavedSegment]:
         with self.store.read() as tx:
             return self.book.list(tx)
 
     def delete(self, name: str) -> bool:
-        return self.store.write(lambda tx: self.book.delete(tx, name.strip()))
+        name = _segment_name(name)
+        return self.store.write(lambda tx: self.book.delete(tx, name))
 
     def set_tag(self, who: Identifier | str, tag: str, value: str = "",
                 at_ms: int | None = None, clear: bool = False) -> str:
@@ -250,6 +250,14 @@ class Segmentation:
             return self.graph.person_id(tx, root)
 
         return self.store.write(apply)
+
+
+def _segment_name(name: str, field: str = "name") -> str:
+    """A saved segment's name, checked before it becomes an LMDB key (which has a size limit)."""
+    name = name.strip()
+    if not NAME_PATTERN.match(name):
+        raise InvalidArgument.field(field, "1-128 letters, digits, '_', '-' or '.'")
+    return name
 
 
 def _path_order(path: str) -> list[object]:

@@ -21,6 +21,7 @@ from identity.rpc.metrics import RpcObserver
 from identity.metrics import MetricsEndpoint
 from identity.rpc import key_service
 from identity.rpc.auth import AuthInterceptor
+from identity.rpc.decoding import DecodeGuard
 from identity.transport import check_plaintext_allowed, ensure_dev_key, server_credentials
 
 __all__ = ["create_server", "serve"]
@@ -41,6 +42,7 @@ def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.S
     """A started-ready (not yet started) server with every service, health and reflection."""
     interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(app.keys)]
     interceptors.insert(0, RpcObserver(app.metrics))  # outermost: refused calls are logged too
+    interceptors.append(DecodeGuard())  # undecodable requests: INVALID_ARGUMENT, not INTERNAL
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=interceptors,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -41,6 +42,15 @@ def _streamed(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[An
             context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     return wrapper
+
+
+def _outcomes(numbers: Iterable[int]) -> list[Outcome]:
+    """The outcome filter; an unknown number is the caller's mistake, not ours."""
+    known = {int(o) for o in Outcome}
+    for i, number in enumerate(numbers):
+        if number and number not in known:
+            raise InvalidArgument.field(f"outcomes[{i}]", f"unknown outcome {number}")
+    return [Outcome(o) for o in numbers if o]
 
 
 def _evidence(rec: LinkRecord) -> audit_pb2.LinkEvidence:
@@ -123,7 +133,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         since = ms_of(request, "since") or 0
         for batch in self.app.audit.merge_log(
                 since_ms=since, first_seq=request.first_seq or 1, sources=request.sources,
-                outcomes=[Outcome(o) for o in request.outcomes if o], with_ignored=request.blocked_only):
+                outcomes=_outcomes(request.outcomes), with_ignored=request.blocked_only):
             yield audit_pb2.MergeLogResponse(links=[_logged_pb(item) for item in batch])
         if request.include_actions:
             actions = self.app.audit.action_log(since_ms=since)
@@ -134,6 +144,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     @_streamed
     def SuspiciousReport(self, request, context):  # noqa: N802
         defaults = ReportSettings()
+        if not (math.isfinite(request.degree_factor) and 0 <= request.degree_factor <= 1e6):
+            raise InvalidArgument.field("degree_factor", "must be a number from 0 to 1000000")
         settings = ReportSettings(
             max_size=request.max_size or defaults.max_size,
             min_degree=request.min_degree or defaults.min_degree,

@@ -30,15 +30,38 @@ _CODES: list[tuple[type[IdentityError], int]] = [
 ]
 
 
+# The status travels in trailing metadata, which gRPC caps (8 KiB by default; the message's
+# non-ASCII bytes are percent-encoded there, three bytes each). An error quoting a very long
+# input would turn into RESOURCE_EXHAUSTED, so texts are shortened to fit, in UTF-8 bytes.
+MAX_MESSAGE = 600  # bytes of the status message
+MAX_FIELD_TEXT = 200  # bytes of one violation's field path or reason
+MAX_DETAIL_TEXT = 800  # bytes of all violations together (the first one always goes)
+
+
+def _short(text: str, limit: int) -> str:
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "\u2026"
+
+
+def _violations(error: InvalidArgument) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    kept, budget = [], MAX_DETAIL_TEXT
+    for v in error.violations:
+        field, reason = _short(v.field, MAX_FIELD_TEXT), _short(v.reason, MAX_FIELD_TEXT)
+        budget -= len(field.encode()) + len(reason.encode())
+        if kept and budget < 0:
+            break
+        kept.append(error_details_pb2.BadRequest.FieldViolation(field=field, description=reason))
+    return kept
+
+
 def status_of(error: IdentityError) -> status_pb2.Status:
     code = next((c for cls, c in _CODES if isinstance(error, cls)), code_pb2.FAILED_PRECONDITION)
-    status = status_pb2.Status(code=code, message=str(error))
+    status = status_pb2.Status(code=code, message=_short(str(error), MAX_MESSAGE))
     if isinstance(error, InvalidArgument):
         detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.reason)
-            for v in error.violations
-        ]))
+        detail.Pack(error_details_pb2.BadRequest(field_violations=_violations(error)))
         status.details.append(detail)
     return status
 
