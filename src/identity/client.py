@@ -424,7 +424,6 @@ class IdentityClient:
         return self.keys.RevokeKey(keys_pb2.RevokeKeyRequest(key_id=key_id), timeout=self.timeout)
 
 
-
 def trigger_kind(value: str | int) -> int:
     """``"abandoned_cart"`` or a number -> the ``TriggerKind`` number (0: any/unset)."""
     if isinstance(value, int):
