@@ -12,7 +12,8 @@ few persons, events, a saved segment and a trigger rule. For each example:
   (a client stream rejected at ``batch[k]`` keeps its first k batches, as documented).
 
 CI runs ``IDENTITY_FUZZ_EXAMPLES`` (default 25) examples per RPC; set it higher for a
-campaign: ``IDENTITY_FUZZ_EXAMPLES=2000 scripts/test tests/test_fuzz_rpc.py``.
+campaign, and ``IDENTITY_FUZZ_REPORT=FILE`` to count the requests each RPC was sent:
+``IDENTITY_FUZZ_EXAMPLES=300 IDENTITY_FUZZ_REPORT=tried.tsv scripts/test tests/test_fuzz_rpc.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import importlib
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,18 @@ METHODS: list[d.MethodDescriptor] = [
     .DESCRIPTOR.services_by_name.values()
     for method in service.methods
 ]
+
+
+TRIED: Counter[str] = Counter()  # requests sent per RPC in this run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_tried() -> Iterator[None]:
+    """With ``IDENTITY_FUZZ_REPORT=path``, write how many requests each RPC was sent."""
+    yield
+    path = os.environ.get("IDENTITY_FUZZ_REPORT")
+    if path:
+        Path(path).write_text("".join(f"{name}\t{n}\n" for name, n in sorted(TRIED.items())))
 
 
 def fuzz_settings(factor: float = 1.0) -> settings:
@@ -159,6 +173,7 @@ def fuzzed(make_server) -> Iterator[Fuzzed]:
 
 def check(fuzzed: Fuzzed, method: d.MethodDescriptor, request: Message | list[Message]) -> None:
     before = digest(fuzzed.server)
+    TRIED[f"{method.containing_service.name}.{method.name}"] += 1
     error = fuzzed.call(method, request)
     if error is not None:
         code = error.code()
