@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import grpc
 
@@ -104,31 +104,58 @@ def link_request(*identifiers: IdentifierLike, source: str = "", observed_at: Wh
     )
 
 
-class _WithMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds fixed metadata (the API key) to every call."""
+class _Keyed:
+    """A multi-callable that adds fixed metadata (the API key) to every call.
 
-    def __init__(self, metadata: list[tuple[str, str]]):
+    Cheaper than a client interceptor (``grpc.intercept_channel``), which cost unary calls
+    about a quarter of their rate here; the stubs never know the difference."""
+
+    __slots__ = ("inner", "metadata")
+
+    def __init__(self, inner: Any, metadata: tuple[tuple[str, str], ...]):
+        self.inner = inner
         self.metadata = metadata
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        return details._replace(metadata=[*(details.metadata or ()), *self.metadata])  # type: ignore[attr-defined]
+    def _with(self, kwargs: dict) -> dict:
+        kwargs["metadata"] = (*self.metadata, *(kwargs.get("metadata") or ()))
+        return kwargs
 
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
+    def __call__(self, request: Any, **kwargs: Any) -> Any:
+        return self.inner(request, **self._with(kwargs))
 
-    intercept_unary_stream = intercept_unary_unary
+    def with_call(self, request: Any, **kwargs: Any) -> Any:
+        return self.inner.with_call(request, **self._with(kwargs))
 
-    def intercept_stream_unary(self, continuation, details, request_iterator):
-        return continuation(self._details(details), request_iterator)
+    def future(self, request: Any, **kwargs: Any) -> Any:
+        return self.inner.future(request, **self._with(kwargs))
 
-    intercept_stream_stream = intercept_stream_unary
+
+class _KeyedChannel:
+    """A channel whose every call carries the API key (see ``with_api_key``)."""
+
+    def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]):
+        self.channel = channel
+        self.metadata = metadata
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> _Keyed:
+        return _Keyed(self.channel.unary_unary(*args, **kwargs), self.metadata)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> _Keyed:
+        return _Keyed(self.channel.unary_stream(*args, **kwargs), self.metadata)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> _Keyed:
+        return _Keyed(self.channel.stream_unary(*args, **kwargs), self.metadata)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> _Keyed:
+        return _Keyed(self.channel.stream_stream(*args, **kwargs), self.metadata)
+
+    def __getattr__(self, name: str) -> Any:  # subscribe, close, ...: the channel's own
+        return getattr(self.channel, name)
 
 
 def with_api_key(channel: grpc.Channel, api_key: str) -> grpc.Channel:
     """``channel`` sending ``authorization: Bearer <api_key>`` on every call."""
-    return grpc.intercept_channel(channel, _WithMetadata([("authorization",
-                                                            f"Bearer {api_key.strip()}")]))
+    return _KeyedChannel(channel, (("authorization", f"Bearer {api_key.strip()}"),))  # type: ignore[return-value]
 
 
 def _read(path: str | Path | None) -> bytes | None:

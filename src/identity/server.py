@@ -20,17 +20,18 @@ from identity.rpc import admin_service
 from identity.rpc.metrics import RpcObserver
 from identity.metrics import MetricsEndpoint
 from identity.rpc import key_service
-from identity.rpc.auth import AuthInterceptor
+from identity.rpc.auth import Authorizer
+from identity.rpc.gate import GatedServer, Layer
 from identity.rpc.decoding import DecodeGuard
 from identity.transport import check_plaintext_allowed, ensure_dev_key, server_credentials
 
-__all__ = ["create_server", "serve"]
+__all__ = ["call_gate", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 5.0
 
 
-def _add_health(server: grpc.Server, services: list[str]) -> health.HealthServicer:
+def _add_health(server: GatedServer, services: list[str]) -> health.HealthServicer:
     servicer = health.HealthServicer()
     for name in ["", *services]:
         servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -38,32 +39,41 @@ def _add_health(server: grpc.Server, services: list[str]) -> health.HealthServic
     return servicer
 
 
-def create_server(app: App, address: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) server with every service, health and reflection."""
-    interceptors: list[grpc.ServerInterceptor] = [AuthInterceptor(app.keys)]
-    interceptors.insert(0, RpcObserver(app.metrics))  # outermost: refused calls are logged too
-    interceptors.append(DecodeGuard())  # undecodable requests: INVALID_ARGUMENT, not INTERNAL
+def call_gate(app: App) -> list[Layer]:
+    """What every call passes through, outermost first (see ``identity.rpc.gate``)."""
+    return [
+        RpcObserver(app.metrics),  # metrics, access log, request id; refused calls counted too
+        Authorizer(app.keys),  # API key and role
+        DecodeGuard(),  # undecodable requests: INVALID_ARGUMENT, not INTERNAL
+    ]
+
+
+def create_server(app: App, address: str, max_workers: int = 16, gated: bool = True
+                  ) -> tuple[grpc.Server, int]:
+    """A started-ready (not yet started) server with every service, health and reflection.
+
+    ``gated=False`` leaves out the call gate; only a benchmark does that, to price it."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", app.settings.max_message_bytes),
             ("grpc.max_send_message_length", app.settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    services = [identity_service.add_to_server(app, server)]
-    services.append(event_service.add_to_server(app, server))
-    services.append(audit_service.add_to_server(app, server))
-    services.append(trigger_service.add_to_server(app, server))
-    services.append(segment_service.add_to_server(app, server))
-    services.append(admin_service.add_to_server(app, server))
-    services.append(key_service.add_to_server(app.keys, server))
-    _add_health(server, services)
+    registry = GatedServer(server, call_gate(app) if gated else [])
+    services = [identity_service.add_to_server(app, registry)]
+    services.append(event_service.add_to_server(app, registry))
+    services.append(audit_service.add_to_server(app, registry))
+    services.append(trigger_service.add_to_server(app, registry))
+    services.append(segment_service.add_to_server(app, registry))
+    services.append(admin_service.add_to_server(app, registry))
+    services.append(key_service.add_to_server(app.keys, registry))
+    _add_health(registry, services)
     reflection.enable_server_reflection(
         [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME],
-        server,
+        registry,
     )
     credentials = server_credentials(app.settings)
     port = (server.add_secure_port(address, credentials) if credentials

@@ -9,14 +9,14 @@ balancers and orchestrators probe them without credentials, and they reveal noth
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from identity.api_keys import ApiKeys, Role
+from identity.rpc.gate import behavior_of, with_behavior
 
-__all__ = ["AuthInterceptor", "METHOD_ROLES", "OPEN_SERVICES", "bearer_metadata"]
+__all__ = ["Authorizer", "METHOD_ROLES", "OPEN_SERVICES"]
 
 _INGEST = {
     "identity.v1.IdentityService": ["Link", "LinkStream"],
@@ -44,10 +44,6 @@ METHOD_ROLES: dict[str, Role | None] = {
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
 
-def bearer_metadata(api_key: str) -> tuple[str, str]:
-    return ("authorization", f"Bearer {api_key}")
-
-
 def _presented_key(metadata: Any) -> str:
     for key, value in metadata or ():
         if key == "authorization":
@@ -56,46 +52,31 @@ def _presented_key(metadata: Any) -> str:
     return ""
 
 
-def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
-             ) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that only aborts (requests stay unread)."""
+class Authorizer:
+    """The gate's key check (``identity.rpc.gate``): the method's role is looked up once."""
 
-    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
-
-    make: Callable[..., grpc.RpcMethodHandler]
-    if handler.request_streaming and handler.response_streaming:
-        make = grpc.stream_stream_rpc_method_handler
-    elif handler.request_streaming:
-        make = grpc.stream_unary_rpc_method_handler
-    elif handler.response_streaming:
-        make = grpc.unary_stream_rpc_method_handler
-    else:
-        make = grpc.unary_unary_rpc_method_handler
-    return make(refuse)
-
-
-class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, keys: ApiKeys):
         self.keys = keys
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails
-                          ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
-        method = details.method
-        if handler is None or method.startswith(OPEN_SERVICES):
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith(OPEN_SERVICES):
             return handler
-        presented = _presented_key(details.invocation_metadata)
-        if not presented:
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
-                            "send an API key as 'authorization: Bearer idk_...' metadata")
-        key = self.keys.verify(presented)
-        if key is None:
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
-                            "unknown or revoked API key")
         role = METHOD_ROLES.get(method, Role.ADMIN)
-        if not key.allows(role):
-            held = ", ".join(sorted(r.value for r in key.roles))
-            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
-                            f"{method} needs the {role.value} role; key {key.key_id} has {held}")
-        return handler
+        needs = f"{method} needs the {role.value} role" if role else ""
+        inner, verify = behavior_of(handler), self.keys.verify
+
+        def authorized(request: Any, context: grpc.ServicerContext) -> Any:
+            presented = _presented_key(context.invocation_metadata())
+            if not presented:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                              "send an API key as 'authorization: Bearer idk_...' metadata")
+            key = verify(presented)
+            if key is None:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
+            if not key.allows(role):
+                held = ", ".join(sorted(r.value for r in key.roles))
+                context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                              f"{needs}; key {key.key_id} has {held}")
+            return inner(request, context)
+
+        return with_behavior(handler, authorized)

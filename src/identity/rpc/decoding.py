@@ -2,7 +2,7 @@
 
 gRPC answers INTERNAL ("Exception deserializing request!") when a request fails to parse,
 e.g. a segment tree nested deeper than protobuf's limit of 100 levels, or the bytes of
-another message. This interceptor wraps each method's request decoder so such a request
+another message. This gate layer wraps each method's request decoder so such a request
 is refused as INVALID_ARGUMENT naming ``request`` (or the stream message it was), through
 the same error mapping as every other refusal. Nothing reaches the servicer, so nothing
 is written.
@@ -17,6 +17,7 @@ import grpc
 from grpc_status import rpc_status
 
 from identity.errors import InvalidArgument
+from identity.rpc.gate import behavior_of, with_behavior
 from identity.rpc.status import status_of
 
 __all__ = ["DecodeGuard"]
@@ -58,11 +59,11 @@ def _guard_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-class DecodeGuard(grpc.ServerInterceptor):
-    def intercept_service(self, continuation: Callable[..., Any],
-                          handler_call_details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+class DecodeGuard:
+    """The gate's decoding layer (``identity.rpc.gate``)."""
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
             return handler
         decode = handler.request_deserializer
 
@@ -72,15 +73,6 @@ class DecodeGuard(grpc.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 (any parse failure is the caller's)
                 return _Undecodable(str(exc) or type(exc).__name__)
 
-        options = {"request_deserializer": safe,
-                   "response_serializer": handler.response_serializer}
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                _guard_stream(handler.stream_stream), **options)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                _guard_stream(handler.stream_unary), **options)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                _guard_unary(handler.unary_stream), **options)
-        return grpc.unary_unary_rpc_method_handler(_guard_unary(handler.unary_unary), **options)
+        guard = _guard_stream if handler.request_streaming else _guard_unary
+        return with_behavior(handler, guard(behavior_of(handler)))._replace(
+            request_deserializer=safe)

@@ -1,4 +1,4 @@
-"""The RPC observer: a server interceptor that times, counts and logs every call.
+"""The RPC observer: the call gate's layer that times, counts and logs every call.
 
 For each call it records the method, the status code and the time into
 ``identity.metrics.Metrics``, counts what Link, LinkStream, Track, TrackStream and
@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from identity.metrics import Metrics, RpcMetrics
+from identity.rpc.gate import behavior_of, with_behavior
 from identity.v1 import events_pb2, identity_pb2
 
 __all__ = ["ACCESS_LOG", "REQUEST_ID_KEY", "RpcObserver", "request_id"]
@@ -73,27 +74,19 @@ def _reply_counters(metrics: Metrics) -> dict[type, Callable[[Any], None]]:
     }
 
 
-class RpcObserver(grpc.ServerInterceptor):
-    """Times, counts and logs every call the server handles (see the module docstring)."""
+class RpcObserver:
+    """The gate's outermost layer (``identity.rpc.gate``): times, counts and logs every call
+    (see the module docstring); instruments are bound to each method once."""
 
     def __init__(self, metrics: Metrics, access_log: logging.Logger = ACCESS_LOG):
         self.metrics = metrics
         self.log = access_log
         self._replies = _reply_counters(metrics)
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails
-                          ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
-        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
-            return None
-        call = _Call(self, details.method, request_id(details.invocation_metadata))
-        if handler.unary_unary:
-            return handler._replace(unary_unary=call.single(handler.unary_unary))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=call.single(handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=call.streamed(handler.unary_stream))
-        return handler._replace(stream_stream=call.streamed(handler.stream_stream))
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        rpc = self.metrics.rpc(method)
+        observe = self._streamed if handler.response_streaming else self._single
+        return with_behavior(handler, observe(method, rpc, behavior_of(handler)))
 
     def finish(self, method: str, rpc: RpcMetrics, rid: str, code: grpc.StatusCode,
                seconds: float, context: grpc.ServicerContext) -> None:
@@ -111,23 +104,12 @@ class RpcObserver(grpc.ServerInterceptor):
                 None, extra={"method": method, "code": code.name, "duration_ms": ms,
                              "peer": peer, "request_id": rid}))
 
-
-class _Call:
-    """One call's wrappers around the servicer's behaviour."""
-
-    __slots__ = ("observer", "method", "rid", "rpc")
-
-    def __init__(self, observer: RpcObserver, method: str, rid: str):
-        self.observer = observer
-        self.method = method
-        self.rid = rid
-        self.rpc = observer.metrics.rpc(method)
-
-    def single(self, behavior: Callable) -> Callable:
+    def _single(self, method: str, rpc: RpcMetrics, behavior: Callable) -> Callable:
         """A behaviour with one reply (unary-unary, stream-unary)."""
-        observer, replies = self.observer, self.observer._replies
+        finish, replies = self.finish, self._replies
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
+            rid = request_id(context.invocation_metadata())
             start = time.perf_counter()
             code = _UNKNOWN
             try:
@@ -141,16 +123,16 @@ class _Call:
                 code = context.code() or _UNKNOWN
                 raise
             finally:
-                observer.finish(self.method, self.rpc, self.rid, code,
-                                time.perf_counter() - start, context)
+                finish(method, rpc, rid, code, time.perf_counter() - start, context)
 
         return observed
 
-    def streamed(self, behavior: Callable) -> Callable:
+    def _streamed(self, method: str, rpc: RpcMetrics, behavior: Callable) -> Callable:
         """A behaviour that yields replies (unary-stream, stream-stream); timed to the last."""
-        observer = self.observer
+        finish = self.finish
 
         def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            rid = request_id(context.invocation_metadata())
             start = time.perf_counter()
             code = _UNKNOWN
             try:
@@ -163,7 +145,6 @@ class _Call:
                 code = context.code() or _UNKNOWN
                 raise
             finally:
-                observer.finish(self.method, self.rpc, self.rid, code,
-                                time.perf_counter() - start, context)
+                finish(method, rpc, rid, code, time.perf_counter() - start, context)
 
         return observed
