@@ -217,7 +217,7 @@ class Store:
                 for name, flags in SUBDATABASES.items()
             }
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._gate = threading.Condition()  # a map growth waits for open reads (see _grow)
+        self._gate = threading.Condition(threading.Lock())  # a map growth waits for reads
         self._reading = 0
         self._growing = False
         self._writer = threading.Thread(target=self._drain, name="lmdb-writer", daemon=True)
@@ -237,7 +237,7 @@ class Store:
         finally:
             with self._gate:
                 self._reading -= 1
-                if not self._reading:
+                if self._growing and not self._reading:  # only a growth waits for this
                     self._gate.notify_all()
 
     def write(self, fn: Callable[[WriteTxn], T]) -> T:
