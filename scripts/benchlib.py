@@ -11,15 +11,13 @@ import secrets
 
 import grpc
 
-from identity.api_keys import ApiKey, Role, digest_of, parse_key
+from identity.api_keys import ApiKey, Role
 from identity.client import with_api_key
 
 __all__ = ["BENCH_KEYS", "ECHO_METHOD", "authorized", "start_echo_server"]
 
 os.environ.setdefault("IDENTITY_API_KEY", f"idk_bench_{secrets.token_urlsafe(24)}")
-_KEY_ID, _SECRET = parse_key(os.environ["IDENTITY_API_KEY"]) or ("", "")
-BENCH_KEYS = (ApiKey(_KEY_ID, frozenset({Role.ADMIN}), digest_of(_SECRET), "benchmark",
-                     from_settings=True),)
+BENCH_KEYS = (ApiKey.provisioned(os.environ["IDENTITY_API_KEY"], [Role.ADMIN], "benchmark"),)
 
 
 def authorized(channel: grpc.Channel) -> grpc.Channel:

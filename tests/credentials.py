@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 
-from identity.api_keys import ApiKey, Role, digest_of
+from identity.api_keys import ApiKey, Role
 
 __all__ = ["TEST_ADMIN_KEY", "TEST_KEYS"]
 
-_SECRET = secrets.token_urlsafe(24)
-TEST_ADMIN_KEY = f"idk_testadmin_{_SECRET}"
-TEST_KEYS = (ApiKey("testadmin", frozenset({Role.ADMIN}), digest_of(_SECRET),
-                    "the test suite's admin", from_settings=True),)
+TEST_ADMIN_KEY = f"idk_testadmin_{secrets.token_urlsafe(24)}"
+TEST_KEYS = (ApiKey.provisioned(TEST_ADMIN_KEY, [Role.ADMIN], "the test suite's admin"),)
 os.environ["IDENTITY_API_KEY"] = TEST_ADMIN_KEY

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from identity.errors import InvalidArgument, NotFound
 from identity.store import Store, Txn
 
-__all__ = ["ApiKey", "ApiKeys", "IssuedKey", "Role", "digest_of", "parse_key"]
+__all__ = ["ApiKey", "ApiKeys", "IssuedKey", "Role", "digest_of", "new_key", "parse_key"]
 
 PREFIX = "idk"
 MAX_LABEL_LENGTH = 128
@@ -56,6 +56,14 @@ class ApiKey:
     revoked_ms: int = 0
     from_settings: bool = False
 
+    @classmethod
+    def provisioned(cls, whole_key: str, roles: Iterable[Role], label: str = "") -> ApiKey:
+        """The settings-file entry trusting ``whole_key`` (tests and benchmarks make their own)."""
+        key_id, secret = parse_key(whole_key) or ("", "")
+        if not key_id:
+            raise ValueError("not an API key: idk_<key id>_<secret>")
+        return cls(key_id, frozenset(roles), digest_of(secret), label, from_settings=True)
+
     def allows(self, role: Role | None) -> bool:
         """``role`` None means any valid key will do (e.g. server reflection)."""
         if self.revoked_ms:
@@ -80,6 +88,12 @@ class IssuedKey:
 
     key: ApiKey
     secret_key: str
+
+
+def new_key() -> tuple[str, str, str]:
+    """A fresh (key id, secret, the whole key as a client sends it)."""
+    key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    return key_id, secret, f"{PREFIX}_{key_id}_{secret}"
 
 
 def digest_of(secret: str) -> bytes:
@@ -108,11 +122,10 @@ class ApiKeys:
             raise InvalidArgument.field("roles", "give at least one role")
         if len(label) > MAX_LABEL_LENGTH:
             raise InvalidArgument.field("label", f"longer than {MAX_LABEL_LENGTH} characters")
-        key_id = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(32)
+        key_id, secret, whole = new_key()
         key = ApiKey(key_id, roles, digest_of(secret), label, int(time.time() * 1000))
         self.store.write(lambda tx: tx.put("api_keys", key_id.encode(), key.to_json()))
-        return IssuedKey(key, f"{PREFIX}_{key_id}_{secret}")
+        return IssuedKey(key, whole)
 
     def revoke(self, key_id: str) -> ApiKey:
         if key_id in self.provisioned:
@@ -135,9 +148,6 @@ class ApiKeys:
         with self.store.read() as tx:
             stored = [ApiKey.from_json(k.decode(), v) for k, v in tx.items("api_keys")]
         return [*self.provisioned.values(), *stored]
-
-    def any_active(self) -> bool:
-        return any(not k.revoked_ms for k in self.list())
 
     def verify(self, presented: str) -> ApiKey | None:
         """The key ``presented`` names, if its secret matches and it is not revoked."""

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 from typing import Any
 
-from identity.api_keys import PREFIX, Role, digest_of
+from identity.api_keys import Role, digest_of, new_key
 from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 
@@ -27,8 +26,8 @@ def _create(client: IdentityClient, args: argparse.Namespace) -> None:
 def _print_config(args: argparse.Namespace) -> int:
     """A key made here, with the ``[[api_keys]]`` entry that provisions it: nothing is sent."""
     roles = [Role.parse(r).value for r in args.role]
-    key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    print(f"# key (give it to its user; it is not stored anywhere): {PREFIX}_{key_id}_{secret}")
+    key_id, secret, whole = new_key()
+    print(f"# key (give it to its user; it is not stored anywhere): {whole}")
     print("[[api_keys]]")
     print(f'id = "{key_id}"')
     print(f"roles = {json.dumps(roles)}")
