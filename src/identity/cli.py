@@ -22,6 +22,7 @@ from identity.cli_support import client_command, print_message
 from identity.client import IdentityClient
 from identity.config import Settings
 from identity.keys_cli import add_keys_parser
+from identity.trigger_cli import add_trigger_parser
 from identity.logs import LOG_FORMATS, configure as configure_logs
 from identity.segment_cli import add_segment_parser
 
@@ -97,6 +98,7 @@ def parser() -> argparse.ArgumentParser:
                    lambda client, _args: print_message(client.stats()))
     add_audit_parser(sub)
     add_keys_parser(sub)
+    add_trigger_parser(sub)
     add_segment_parser(sub)
     add_backup_parser(sub)
     return top
