@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from fuzz_strategies import SEEDED_IDENTIFIERS, condition_json, conditions_pb, message_of, stream_of
 from identity.client import IdentityClient
 from identity.store import SUBDATABASES
-from identity.v1 import audit_pb2, common_pb2, events_pb2, keys_pb2, segments_pb2
+from identity.v1 import audit_pb2, common_pb2, events_pb2, identity_pb2, keys_pb2, segments_pb2
 from identity.v1 import segments_pb2 as sg
 from identity.v1 import triggers_pb2 as tr
 
@@ -297,6 +297,11 @@ def _one_of_every_rpc() -> st.SearchStrategy[tuple[str, Message | list[Message]]
         lambda name: st.tuples(st.just(name), request_of(BY_NAME[name])))
 
 
+_FAR_FUTURE_LINK = identity_pb2.LinkRequest(  # observed in the year 292,277,026
+    identifiers=[identifier_of(1, "C-1001")],
+    observed_at={"seconds": 9_223_372_036_854_775, "nanos": 999_999_999})
+
+
 # Each @example is a request that once made the server answer INTERNAL (see the Bad input
 # section of docs/RELIABILITY.md); the random cases keep fuzzing all RPCs together.
 @fuzz_settings()
@@ -313,6 +318,9 @@ def _one_of_every_rpc() -> st.SearchStrategy[tuple[str, Message | list[Message]]
 @example(case=("SegmentService.SetTag", sg.SetTagRequest(
     identifier=identifier_of(1, "C-1001"), tag="vip", at={"seconds": 2**63 - 1})))
 @example(case=("KeyService.RevokeKey", keys_pb2.RevokeKeyRequest(key_id="\U0010ffff" * 70_000)))
+@example(case=("IdentityService.Link", _FAR_FUTURE_LINK))
+@example(case=("IdentityService.LinkStream", [identity_pb2.LinkStreamRequest(
+    links=[_FAR_FUTURE_LINK])]))
 def test_bad_input_that_once_crashed_the_server_is_refused(
         fuzzed: Fuzzed, case: tuple[str, Message | list[Message]]) -> None:
     name, request = case

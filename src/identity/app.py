@@ -16,7 +16,7 @@ from identity.api_keys import ApiKeys
 from identity.audit import Audit
 from identity.config import Settings
 from identity.errors import InvalidArgument
-from identity.graph import IdentityGraph, LinkResult, PersonView
+from identity.graph import LATEST_MS, IdentityGraph, LinkResult, PersonView
 from identity.identifiers import Identifier
 from identity.metrics import Metrics
 from identity.normalize import Normalizer
@@ -157,8 +157,8 @@ class App:
         if len(link.request_id) > MAX_REQUEST_ID_LENGTH:
             raise InvalidArgument.field(f"{prefix}request_id",
                                         f"longer than {MAX_REQUEST_ID_LENGTH} characters")
-        if link.observed_ms is not None and link.observed_ms < 0:
-            raise InvalidArgument.field(f"{prefix}observed_at", "before 1970")
+        if link.observed_ms is not None and not 0 <= link.observed_ms <= LATEST_MS:
+            raise InvalidArgument.field(f"{prefix}observed_at", "must be between 1970 and 9999")
         identifiers = [
             self.identifier(kind, value, f"{prefix}identifiers[{i}]")
             for i, (kind, value) in enumerate(link.identifiers)

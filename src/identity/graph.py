@@ -29,7 +29,7 @@ from identity.linklog import LinkLog, LinkRecord, Outcome
 from identity.store import Txn, WriteTxn
 
 __all__ = ["IdentityGraph", "LinkResult", "MergeRules", "NodeInfo", "PersonView", "Outcome",
-           "PERSON_DTYPE"]
+           "PERSON_DTYPE", "LATEST_MS"]
 
 _U64 = struct.Struct(">Q")
 _NODE = struct.Struct("<QBqq")  # root, kind, first seen ms, last seen ms; value follows
@@ -100,6 +100,9 @@ def _id_key(identifier: Identifier) -> bytes:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the latest time records hold
 
 
 class IdentityGraph:

@@ -19,7 +19,7 @@ import numpy as np
 from identity.columns import EventColumns
 from identity.conditions import Node, SegmentLeaf, parse
 from identity.errors import InvalidArgument, NotFound
-from identity.graph import IdentityGraph, now_ms
+from identity.graph import LATEST_MS, IdentityGraph, now_ms
 from identity.identifiers import Identifier
 from identity.localdays import local_days
 from identity.population import Population
@@ -236,7 +236,7 @@ class Segmentation:
             raise InvalidArgument.field("tag", f"1-{MAX_TAG_LENGTH} characters")
         if len(value) > 512:
             raise InvalidArgument.field("value", "longer than 512 characters")
-        if at_ms is not None and not 0 <= at_ms <= _MAX_TIME_MS:
+        if at_ms is not None and not 0 <= at_ms <= LATEST_MS:  # tag times are packed as i64
             raise InvalidArgument.field("at", "between 1970 and 9999")
         at_ms = now_ms() if at_ms is None else at_ms
 
@@ -252,9 +252,6 @@ class Segmentation:
             return self.graph.person_id(tx, root)
 
         return self.store.write(apply)
-
-
-_MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z; tag times are packed as i64
 
 
 def _segment_name(name: str, field: str = "name") -> str:
