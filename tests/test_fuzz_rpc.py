@@ -297,9 +297,9 @@ def _one_of_every_rpc() -> st.SearchStrategy[tuple[str, Message | list[Message]]
         lambda name: st.tuples(st.just(name), request_of(BY_NAME[name])))
 
 
-_FAR_FUTURE_LINK = identity_pb2.LinkRequest(  # observed in the year 292,277,026
-    identifiers=[identifier_of(1, "C-1001")],
-    observed_at={"seconds": 9_223_372_036_854_775, "nanos": 999_999_999})
+_FAR_FUTURE = {"seconds": 9_223_372_036_854_775, "nanos": 999_999_999}  # year 292,277,026
+_FAR_FUTURE_LINK = identity_pb2.LinkRequest(identifiers=[identifier_of(1, "C-1001")],
+                                            observed_at=_FAR_FUTURE)
 
 
 # Each @example is a request that once made the server answer INTERNAL (see the Bad input
@@ -321,6 +321,10 @@ _FAR_FUTURE_LINK = identity_pb2.LinkRequest(  # observed in the year 292,277,026
 @example(case=("IdentityService.Link", _FAR_FUTURE_LINK))
 @example(case=("IdentityService.LinkStream", [identity_pb2.LinkStreamRequest(
     links=[_FAR_FUTURE_LINK])]))
+@example(case=("TriggerService.CheckTrigger", tr.CheckTriggerRequest(
+    identifier=identifier_of(1, "C-1001"), trigger=1, channel=5, now=_FAR_FUTURE)))
+@example(case=("TriggerService.RecordSend", tr.RecordSendRequest(
+    identifier=identifier_of(1, "C-1001"), channel=5, sent_at=_FAR_FUTURE)))
 def test_bad_input_that_once_crashed_the_server_is_refused(
         fuzzed: Fuzzed, case: tuple[str, Message | list[Message]]) -> None:
     name, request = case

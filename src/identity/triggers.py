@@ -21,7 +21,7 @@ import numpy as np
 from identity.errors import InvalidArgument, NotFound
 from identity.eventful import EventfulNodes
 from identity.events import Channel
-from identity.graph import IdentityGraph, now_ms
+from identity.graph import LATEST_MS, IdentityGraph, now_ms
 from identity.identifiers import Identifier
 from identity.reservations import Reservations
 from identity.segmentation import Segmentation, Target
@@ -93,8 +93,8 @@ class Triggers:
     def template(self, *, trigger: int, channel: int, campaign: str = "", scenario: str = "",
                  products: Sequence[str] = (), categories: Sequence[str] = (),
                  now_ms_: int | None = None, event_ms: int | None = None, reserve: bool = False,
-                 idempotency_key: str = "", require_trigger: bool = True, prefix: str = ""
-                 ) -> TriggerCheck:
+                 idempotency_key: str = "", require_trigger: bool = True, prefix: str = "",
+                 now_field: str = "now") -> TriggerCheck:
         """A validated check without its identifier (fields named under ``prefix``)."""
         if trigger and trigger not in TriggerKind._value2member_map_:
             raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}")
@@ -114,8 +114,9 @@ class Triggers:
             if len(value) > MAX_TEXT:
                 raise InvalidArgument.field(f"{prefix}{name}",
                                             f"longer than {MAX_TEXT} characters")
-        if event_ms is not None and event_ms < 0:
-            raise InvalidArgument.field(f"{prefix}event_time", "before 1970")
+        for name, ms in ((now_field, now_ms_), ("event_time", event_ms)):
+            if ms is not None and not 0 <= ms <= LATEST_MS:  # calendar days end in 9999
+                raise InvalidArgument.field(f"{prefix}{name}", "must be between 1970 and 9999")
         now = now_ms() if now_ms_ is None else now_ms_
         return TriggerCheck(
             None, TriggerKind(trigger) if trigger else None, Channel(channel), now,

@@ -129,7 +129,7 @@ class TriggerServicer(triggers_pb2_grpc.TriggerServiceServicer):
             categories=list(request.categories), now_ms_=ms_of(request, now_field),
             event_ms=ms_of(request, "event_time") if now_field == "now" else None,
             reserve=reserve, idempotency_key=request.idempotency_key,
-            require_trigger=require_trigger, prefix=prefix)
+            require_trigger=require_trigger, prefix=prefix, now_field=now_field)
 
     @translate_errors
     def CheckTrigger(self, request, context):  # noqa: N802 (gRPC method name)
