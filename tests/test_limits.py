@@ -104,7 +104,7 @@ def test_a_stream_faster_than_its_rate_is_slowed_to_it() -> None:
 
 def test_a_stream_within_its_rate_never_waits() -> None:
     clock = _Clock()
-    for message in throttled(iter([10] * 5), 100, lambda n: n, clock, clock.sleep):
+    for _message in throttled(iter([10] * 5), 100, lambda n: n, clock, clock.sleep):
         clock.now += 0.2  # 10 items every 0.2 s is 50/s
     assert clock.slept == []
 
