@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from identity.errors import ShuttingDown
 from identity.store import ChainBroken, Store
 
 
@@ -73,3 +74,37 @@ def test_a_chain_retried_after_map_growth_keeps_the_jobs_before_its_failure(stor
     with store.read() as tx:
         assert tx.get("meta", b"first") == b"1"
         assert tx.get("meta", b"later") is None
+
+
+def test_writes_racing_a_close_are_either_committed_or_refused_never_left_waiting(
+        tmp_path) -> None:
+    store = Store(tmp_path / "db", map_size=1 << 20, max_map_size=1 << 26)
+    outcomes: list[str] = []
+    start = threading.Barrier(5)
+
+    def writer(n: int) -> None:
+        start.wait()
+        for i in range(200):
+            try:
+                future = store.submit(lambda tx, k=f"{n}-{i}".encode(): tx.put("meta", k, b"1"))
+            except ShuttingDown:
+                outcomes.append("refused")
+                return
+            future.result(timeout=10)  # a queued job is always settled: never a hang
+            outcomes.append("committed")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    start.wait()
+    store.close()
+    for t in threads:
+        t.join(15)
+    assert not any(t.is_alive() for t in threads)
+    committed = outcomes.count("committed")
+    reopened = Store(tmp_path / "db", map_size=1 << 20, max_map_size=1 << 26)
+    with reopened.read() as tx:
+        assert tx.count("meta") >= committed  # every acknowledged write is there
+    reopened.close()
+    with pytest.raises(ShuttingDown):
+        store.write(lambda tx: tx.put("meta", b"late", b"1"))

@@ -3,7 +3,8 @@
     IdentityError
     ├── InvalidArgument      bad input; carries field violations  -> INVALID_ARGUMENT
     ├── NotFound             no such identifier or person          -> NOT_FOUND
-    └── StorageFull          the LMDB map cannot grow further       -> RESOURCE_EXHAUSTED
+    ├── StorageFull          the LMDB map cannot grow further       -> RESOURCE_EXHAUSTED
+    └── ShuttingDown         the store closed; nothing was written  -> UNAVAILABLE
 
 Domain code raises these before anything is written, so a rejected request
 leaves no trace.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FieldViolation", "IdentityError", "InvalidArgument", "NotFound", "StorageFull"]
+__all__ = ["FieldViolation", "IdentityError", "InvalidArgument", "NotFound", "ShuttingDown",
+           "StorageFull"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,7 @@ class NotFound(IdentityError):
 
 class StorageFull(IdentityError):
     """The LMDB map is full and may not grow past its configured ceiling."""
+
+
+class ShuttingDown(IdentityError):
+    """The store is closing: the write was not taken, so a retry elsewhere is safe."""

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from identity.errors import StorageFull
+from identity.errors import ShuttingDown, StorageFull
 
 __all__ = ["Store", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES", "StoreUsage",
            "read_only"]
@@ -223,6 +223,7 @@ class Store:
         self._writer = threading.Thread(target=self._drain, name="lmdb-writer", daemon=True)
         self._writer.start()
         self._closed = False
+        self._closing = threading.Lock()
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
@@ -248,10 +249,11 @@ class Store:
         return self.submit(fn).result()
 
     def submit(self, fn: Callable[[WriteTxn], T]) -> Future:
-        if self._closed:
-            raise RuntimeError("store is closed")
         job = _Job(fn)
-        self._queue.put(job)
+        with self._closing:  # a job is queued before close's stop marker, or not at all
+            if self._closed:
+                raise ShuttingDown("the server is shutting down; nothing was written")
+            self._queue.put(job)
         return job.future
 
     def chain(self) -> Chain:
@@ -276,10 +278,11 @@ class Store:
                           {name: tx.count(name) for name in self._dbs})
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._writer.join()
         self.env.close()
 

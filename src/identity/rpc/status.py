@@ -16,7 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from identity.errors import IdentityError, InvalidArgument, NotFound, StorageFull
+from identity.errors import IdentityError, InvalidArgument, NotFound, ShuttingDown, StorageFull
 
 __all__ = ["translate_errors", "status_of"]
 
@@ -27,6 +27,7 @@ _CODES: list[tuple[type[IdentityError], int]] = [
     (InvalidArgument, code_pb2.INVALID_ARGUMENT),
     (NotFound, code_pb2.NOT_FOUND),
     (StorageFull, code_pb2.RESOURCE_EXHAUSTED),
+    (ShuttingDown, code_pb2.UNAVAILABLE),
 ]
 
 
