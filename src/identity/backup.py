@@ -24,7 +24,7 @@ from pathlib import Path
 
 import lmdb
 
-from identity.store import SUBDATABASES
+from identity.store import MAX_DBS, SUBDATABASES
 
 __all__ = ["DATA_FILE", "MANIFEST_FILE", "BackupError", "Manifest", "backup", "in_use",
            "read_manifest", "restore"]
@@ -33,7 +33,6 @@ DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
-MAX_DBS = 64  # as Store opens the environment: every named sub-database must fit
 CHUNK = 1 << 20
 
 

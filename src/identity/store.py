@@ -25,7 +25,7 @@ import lmdb
 from identity.errors import ShuttingDown, StorageFull
 
 __all__ = ["Store", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES", "StoreUsage",
-           "read_only"]
+           "MAX_DBS", "read_only"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +60,7 @@ SUBDATABASES: dict[str, dict[str, bool]] = {
 }
 
 MAX_GROUP = 256
+MAX_DBS = 64  # named sub-databases the environment can hold; every opener must agree
 GROW_WAIT_SECONDS = 5.0  # how long a map growth waits for open reads before cutting them off
 
 
@@ -207,7 +208,7 @@ class Store:
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_map_size = max_map_size
         self.env = lmdb.open(
-            str(self.path), map_size=map_size, max_dbs=64, max_readers=1024,
+            str(self.path), map_size=map_size, max_dbs=MAX_DBS, max_readers=1024,
             sync=sync, metasync=sync, writemap=False, readahead=False,
         )
         self.env.reader_check()
@@ -398,7 +399,7 @@ def read_only(path: str | Path) -> Iterator[Txn]:
     beside a running server in another process (LMDB readers never block its writer)."""
     if not (Path(path) / "data.mdb").is_file():
         raise FileNotFoundError(f"no LMDB data in {path}")
-    env = lmdb.open(str(path), readonly=True, create=False, max_dbs=64, readahead=False)
+    env = lmdb.open(str(path), readonly=True, create=False, max_dbs=MAX_DBS, readahead=False)
     try:
         with env.begin() as txn:
             dbs = {name: env.open_db(name.encode(), txn=txn, create=False, **flags)

@@ -94,6 +94,16 @@ def _subject(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", default="", help="idempotency key")
 
 
+def _asking(p: argparse.ArgumentParser, triggers: str) -> None:
+    """What ``check`` and ``audience`` both ask about: the trigger, channel, times, subject."""
+    p.add_argument("--trigger", required=True, help=triggers)
+    p.add_argument("--channel", required=True, help="email, push or sms")
+    p.add_argument("--now", help="decide as of this time, ISO 8601 [now]")
+    p.add_argument("--event-time", help="when the triggering event happened, ISO 8601")
+    p.add_argument("--reserve", action="store_true", help="on SEND, record the send too")
+    _subject(p)
+
+
 def add_trigger_parser(commands: Any) -> None:
     top = commands.add_parser("trigger", help="ask before sending; sends, audiences, rules",
                               description=__doc__,
@@ -102,12 +112,7 @@ def add_trigger_parser(commands: Any) -> None:
 
     check = client_command(sub, "check", "SEND, SUPPRESS or DEFER, with every reason", _check)
     check.add_argument("identifier", metavar="KIND:VALUE")
-    check.add_argument("--trigger", required=True, help="e.g. abandoned_cart, price_drop")
-    check.add_argument("--channel", required=True, help="email, push or sms")
-    check.add_argument("--now", help="decide as of this time, ISO 8601 [now]")
-    check.add_argument("--event-time", help="when the triggering event happened, ISO 8601")
-    check.add_argument("--reserve", action="store_true", help="on SEND, record the send too")
-    _subject(check)
+    _asking(check, "e.g. abandoned_cart, price_drop")
 
     sent = client_command(sub, "sent", "record a message that went out (counts against caps)",
                           _sent)
@@ -122,12 +127,7 @@ def add_trigger_parser(commands: Any) -> None:
                                                "applied", _audience)
     audience.add_argument("file", nargs="?", help="identifiers, one kind:value a line (- stdin)")
     audience.add_argument("--segment", action="append", default=[], help="saved segment name")
-    audience.add_argument("--trigger", required=True, help="e.g. price_drop, reactivation")
-    audience.add_argument("--channel", required=True, help="email, push or sms")
-    audience.add_argument("--now", help="decide as of this time, ISO 8601 [now]")
-    audience.add_argument("--event-time", help="when the triggering event happened")
-    audience.add_argument("--reserve", action="store_true", help="record each SEND")
-    _subject(audience)
+    _asking(audience, "e.g. price_drop, reactivation")
 
     client_command(sub, "rules", "every trigger rule set by RPC or the settings file",
                    lambda client, _args: print_message(client.list_trigger_rules()))
