@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -115,6 +116,12 @@ class ApiKeys:
     def __init__(self, store: Store, provisioned: Iterable[ApiKey] = ()):
         self.store = store
         self.provisioned = {k.key_id: k for k in provisioned}
+        # Stored keys as last read, so a call needs no read transaction and no JSON. Every
+        # change of a stored key goes through ``revoke`` here, which drops its entry after
+        # commit; the generation keeps a read that raced that commit out of the cache.
+        self._known: dict[str, ApiKey] = {}
+        self._generation = 0
+        self._known_lock = threading.Lock()
 
     def create(self, roles: Iterable[Role], label: str = "") -> IssuedKey:
         roles = frozenset(roles)
@@ -140,6 +147,7 @@ class ApiKeys:
                 key = ApiKey(key.key_id, key.roles, key.digest, key.label, key.created_ms,
                              int(time.time() * 1000))
                 tx.put("api_keys", key_id.encode(), key.to_json())
+                tx.on_commit(lambda: self._forget(key_id))
             return key
 
         return self.store.write(revoke)
@@ -153,15 +161,25 @@ class ApiKeys:
         """The key ``presented`` names, if its secret matches and it is not revoked."""
         parsed = parse_key(presented)
         key_id, secret = parsed if parsed else ("", presented)
-        key = self.provisioned.get(key_id)
+        key = self.provisioned.get(key_id) or self._known.get(key_id)
         if key is None and key_id:
+            generation = self._generation
             with self.store.read() as tx:
                 key = self._stored(tx, key_id)
+            if key is not None:
+                with self._known_lock:
+                    if generation == self._generation:  # no revocation committed meanwhile
+                        self._known[key_id] = key
         # Compare even for an unknown id, so timing does not tell which ids exist.
         matches = hmac.compare_digest(digest_of(secret), key.digest if key else _DUMMY_DIGEST)
         if key is None or not matches or key.revoked_ms:
             return None
         return key
+
+    def _forget(self, key_id: str) -> None:
+        with self._known_lock:
+            self._generation += 1
+            self._known.pop(key_id, None)
 
     @staticmethod
     def _stored(tx: Txn, key_id: str) -> ApiKey | None:

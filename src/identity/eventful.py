@@ -39,6 +39,8 @@ class EventfulNodes:
 
     def refresh(self) -> None:
         """Mark the nodes of rows appended since the last refresh."""
+        if len(self.columns) == self._rows:  # nothing appended: the usual case per check
+            return
         with self._lock:
             view = self.columns.snapshot()
             if view.rows == self._rows:

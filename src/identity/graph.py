@@ -19,6 +19,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,8 +61,7 @@ class LinkResult:
     link_seq: int = 0
 
 
-@dataclass(frozen=True)
-class NodeInfo:
+class NodeInfo(NamedTuple):  # a tuple: built for every member on every read of a person
     node: int
     identifier: Identifier
     root: int
@@ -69,8 +69,7 @@ class NodeInfo:
     last_seen_ms: int
 
 
-@dataclass(frozen=True)
-class PersonView:
+class PersonView(NamedTuple):
     root: int
     person_id: str
     customer_id: str

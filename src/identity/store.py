@@ -24,7 +24,7 @@ import lmdb
 
 from identity.errors import ShuttingDown, StorageFull
 
-__all__ = ["Store", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES", "StoreUsage",
+__all__ = ["Store", "Snapshot", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES", "StoreUsage",
            "MAX_DBS", "read_only"]
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,42 @@ class WriteTxn(Txn):
         self._hooks.append(hook)
 
 
+class Snapshot:
+    """``Store.read``'s context: counts the open read (a map growth waits for it) around one
+    read-only LMDB transaction. A class, not a generator: every read RPC opens one."""
+
+    __slots__ = ("_store", "_txn")
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def __enter__(self) -> Txn:
+        store = self._store
+        with store._gate_lock:
+            while store._growing:
+                store._gate.wait()
+            store._reading += 1
+        try:
+            self._txn = store.env.begin()
+        except BaseException:
+            self._release()
+            raise
+        return Txn(self._txn, store._dbs)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._txn.abort()  # a read-only transaction has nothing to commit
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        store = self._store
+        with store._gate_lock:
+            store._reading -= 1
+            if store._growing and not store._reading:  # only a growth waits for this
+                store._gate.notify_all()
+
+
 class ChainBroken(RuntimeError):
     """A chained job was not applied because an earlier job of its chain failed."""
 
@@ -218,7 +254,8 @@ class Store:
                 for name, flags in SUBDATABASES.items()
             }
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._gate = threading.Condition(threading.Lock())  # a map growth waits for reads
+        self._gate_lock = threading.Lock()  # taken directly by reads: cheaper than the condition
+        self._gate = threading.Condition(self._gate_lock)  # a map growth waits for reads
         self._reading = 0
         self._growing = False
         self._writer = threading.Thread(target=self._drain, name="lmdb-writer", daemon=True)
@@ -226,21 +263,10 @@ class Store:
         self._closed = False
         self._closing = threading.Lock()
 
-    @contextmanager
-    def read(self) -> Iterator[Txn]:
-        """A read snapshot; cheap, never blocks writers (a map growth waits). Keep it short."""
-        with self._gate:
-            while self._growing:
-                self._gate.wait()
-            self._reading += 1
-        try:
-            with self.env.begin() as txn:
-                yield Txn(txn, self._dbs)
-        finally:
-            with self._gate:
-                self._reading -= 1
-                if self._growing and not self._reading:  # only a growth waits for this
-                    self._gate.notify_all()
+    def read(self) -> Snapshot:
+        """A read snapshot (``with store.read() as tx``); cheap, never blocks writers (a map
+        growth waits). Keep it short."""
+        return Snapshot(self)
 
     def write(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in a write transaction; return its result once durably committed.

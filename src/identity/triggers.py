@@ -125,7 +125,7 @@ class Triggers:
             idempotency_key)
 
     def check(self, who: tuple[int, str], template: TriggerCheck) -> Decision:
-        check = replace(template, identifier=self.identify(who[0], who[1], "identifier"))
+        check = template.about(self.identify(who[0], who[1], "identifier"))
         if check.reserve:  # decided on a snapshot, re-validated and reserved in the writer
             return self.reservations.check(check)
         with self.store.read() as tx:
@@ -192,7 +192,7 @@ class Triggers:
                 continue
             audience.seen.add(root)
             if template.reserve or template.idempotency_key:  # may reserve or replay
-                check = replace(template, identifier=identifier)
+                check = template.about(identifier)
                 if template.idempotency_key:
                     person = graph.person_id(tx, root)
                     check = replace(check,

@@ -10,9 +10,9 @@ from identity.app import App
 from identity.errors import IdentityError, InvalidArgument
 from identity.events import Channel
 from identity.local_time import Period, QuietWindow
-from identity.rpc.convert import identifier_pb, ms_of, timestamp_of
+from identity.rpc.convert import ms_of
 from identity.rpc.status import status_of, translate_errors
-from identity.suppression import Decision, Reason
+from identity.suppression import Decision
 from identity.trigger_rules import Cap, CapScope, PurchaseMatch, TriggerKind, TriggerRule
 from identity.triggers import Audience, Recipient
 from identity.v1 import triggers_pb2, triggers_pb2_grpc
@@ -20,31 +20,36 @@ from identity.v1 import triggers_pb2, triggers_pb2_grpc
 __all__ = ["TriggerServicer", "add_to_server", "rule_of", "rule_pb"]
 
 
-def _reason_pb(reason: Reason) -> triggers_pb2.Reason:
-    message = triggers_pb2.Reason(code=int(reason.code), detail=reason.detail,
-                                  attributes=dict(reason.attributes))
-    if reason.until_ms is not None:
-        message.until.CopyFrom(timestamp_of(reason.until_ms))
-    return message
+def _set_ms(timestamp, ms: int) -> None:
+    """Fill a Timestamp in place: cheaper than building one and copying it in."""
+    seconds, rest = divmod(ms, 1000)
+    timestamp.seconds, timestamp.nanos = seconds, rest * 1_000_000
 
 
 def _decision_pb(decision: Decision) -> triggers_pb2.CheckTriggerResponse:
     reply = triggers_pb2.CheckTriggerResponse(
-        verdict=int(decision.verdict), reasons=[_reason_pb(r) for r in decision.reasons],
-        person_id=decision.person_id, reserved=decision.reserved, replayed=decision.replayed,
-        rule=decision.rule)
+        verdict=int(decision.verdict), person_id=decision.person_id,
+        reserved=decision.reserved, replayed=decision.replayed, rule=decision.rule)
+    add = reply.reasons.add
+    for reason in decision.reasons:
+        message = add(code=int(reason.code), detail=reason.detail,
+                      attributes=dict(reason.attributes))
+        if reason.until_ms is not None:
+            _set_ms(message.until, reason.until_ms)
     if decision.address is not None:
-        reply.address.CopyFrom(identifier_pb(decision.address))
+        reply.address.kind = int(decision.address.kind)
+        reply.address.value = decision.address.value
     if decision.next_allowed_ms is not None:
-        reply.next_allowed.CopyFrom(timestamp_of(decision.next_allowed_ms))
+        _set_ms(reply.next_allowed, decision.next_allowed_ms)
     return reply
 
 
 def _recipient_pb(r: Recipient) -> triggers_pb2.Recipient:
-    message = triggers_pb2.Recipient(person_id=r.person_id, address=identifier_pb(r.address),
-                                     verdict=int(r.verdict))
+    message = triggers_pb2.Recipient(person_id=r.person_id, verdict=int(r.verdict))
+    message.address.kind = int(r.address.kind)
+    message.address.value = r.address.value
     if r.next_allowed_ms is not None:
-        message.next_allowed.CopyFrom(timestamp_of(r.next_allowed_ms))
+        _set_ms(message.next_allowed, r.next_allowed_ms)
     return message
 
 
