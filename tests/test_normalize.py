@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import grpc
+import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -78,6 +81,27 @@ def test_national_phone_numbers_use_the_default_region() -> None:
     gb = Normalizer(NormalizeSettings(default_region="GB"))
     assert gb.normalize(Kind.PHONE, "07700 900123").value == "+447700900123"
     assert Normalizer().normalize(Kind.PHONE, "+447700900123").value == "+447700900123"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["US", "CA", "GB", "DE"]), st.integers(2_000_000_000, 9_999_999_999),
+       st.sampled_from(["{d}", "1{d}", "+1{d}", "({a}) {b}-{c}", "1-{a}-{b}-{c}",
+                        "+1 {a}.{b}.{c}", "(+1) {a} {b} {c}", "+{d}"]))
+def test_north_american_numbers_read_without_parsing_as_phonenumbers_reads_them(
+        region: str, number: int, spelling: str) -> None:
+    d = str(number)
+    text = spelling.format(d=d, a=d[:3], b=d[3:6], c=d[6:])
+    try:
+        parsed = phonenumbers.parse(text, region)
+        expected = (phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+                    if phonenumbers.is_possible_number(parsed) else None)
+    except phonenumbers.NumberParseException:
+        expected = None
+    try:
+        got = Normalizer(NormalizeSettings(default_region=region)).normalize(Kind.PHONE, text)
+    except InvalidArgument:
+        got = None
+    assert (got.value if got else None) == expected
 
 
 def test_unknown_default_region_is_a_startup_error() -> None:

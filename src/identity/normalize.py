@@ -45,6 +45,8 @@ _KIND_OF: dict[object, Kind] = {int(kind): kind for kind in Kind}
 _PHONE_PUNCTUATION = str.maketrans("", "", " ().-")
 _PHONE_BARE = re.compile(r"^\+?[0-9]{3,}$")
 _PHONE_MAX_INPUT = 250  # phonenumbers refuses longer input before looking at it
+# A North American number written as bare digits: its E.164 form needs no parsing (below).
+_NANP_BARE = re.compile(r"^(\+1|1)?([2-9][0-9]{9})$")
 CACHE_SIZE = 262_144
 
 
@@ -68,6 +70,8 @@ class Normalizer:
         self.settings = settings or NormalizeSettings()
         if phonenumbers.country_code_for_region(self.settings.default_region.upper()) == 0:
             raise ValueError(f"unknown phone region {self.settings.default_region!r}")
+        self._nanp = phonenumbers.country_code_for_region(
+            self.settings.default_region.upper()) == 1
         self._cache: dict[tuple[Kind, str], Identifier] = {}
 
     def normalize(self, kind: Kind | int, value: str) -> Identifier:
@@ -120,6 +124,9 @@ class Normalizer:
         return f"{local}@{ascii_domain}"
 
     def _phone(self, text: str) -> str:
+        fast = self._nanp_e164(text)
+        if fast is not None:
+            return fast
         try:
             number = phonenumbers.parse(text, self.settings.default_region.upper())
         except phonenumbers.NumberParseException as exc:
@@ -127,6 +134,22 @@ class Normalizer:
         if not phonenumbers.is_possible_number(number):
             raise _bad("not a possible phone number for its country (wrong length)")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    def _nanp_e164(self, text: str) -> str | None:
+        """``+1NXXXXXXXXX`` without ``phonenumbers`` for the commonest spellings, else None.
+
+        Ten digits starting 2-9, after ``+1`` (any region), or bare or after ``1`` when the
+        default region is North American: ``phonenumbers`` reads them as country code 1 and
+        those ten digits (one more leading digit is too long for any NANP region, so the
+        ``1`` is the country code; no national prefix applies to 2-9), and ten digits is a
+        possible length. The punctuation dropped first is the one ``_cache_key`` drops.
+        """
+        if len(text) > _PHONE_MAX_INPUT:
+            return None
+        match = _NANP_BARE.match(text.translate(_PHONE_PUNCTUATION))
+        if match is None or (match.group(1) != "+1" and not self._nanp):
+            return None
+        return "+1" + match.group(2)
 
     def _plain_id(self, kind: Kind, text: str) -> str:
         if len(text) > self.settings.max_id_length:
