@@ -26,7 +26,7 @@ import numpy as np
 from identity.blocklist import Blocklist
 from identity.errors import NotFound
 from identity.identifiers import Identifier, Kind
-from identity.linklog import LinkLog, LinkRecord, Outcome
+from identity.linklog import LinkLog, Outcome
 from identity.store import Txn, WriteTxn
 
 __all__ = ["IdentityGraph", "LinkResult", "MergeRules", "NodeInfo", "PersonView", "Outcome",
@@ -146,18 +146,18 @@ class IdentityGraph:
 
     def person(self, tx: Txn, root: int) -> PersonView:
         person = self._person(tx, root)
-        get = tx.get
+        get, pack, unpack, head, kinds = tx.get, _U64.pack, _NODE.unpack_from, _NODE.size, _KIND_OF
         infos = []
+        customer_node, customer = person.customer, ""
         for node in person.stored_members():  # node_info for each, inlined: Resolve's hot loop
-            raw = get("nodes", _U64.pack(node))
+            raw = get("nodes", pack(node))
             if raw is None:
                 raise NotFound(f"no node {node}")
-            node_root, kind, first, last = _NODE.unpack_from(raw)
-            value = raw[_NODE.size :].decode()
-            infos.append(NodeInfo(node, Identifier(_KIND_OF[kind], value), node_root, first, last))
-        customer = ""
-        if person.customer:
-            customer = next(i.identifier.value for i in infos if i.node == person.customer)
+            node_root, kind, first, last = unpack(raw)
+            value = raw[head:].decode()
+            if node == customer_node:
+                customer = value
+            infos.append(NodeInfo(node, Identifier(kinds[kind], value), node_root, first, last))
         return PersonView(root, customer or f"P{root}", customer, tuple(infos))
 
     def resolve(self, tx: Txn, identifier: Identifier) -> PersonView:
@@ -221,17 +221,18 @@ class IdentityGraph:
         observed_ms = now_ms() if observed_ms is None else observed_ms
         usable: list[Identifier] = []
         ignored: list[tuple[Identifier, str]] = []
+        reason_of = self.rules.blocklist.reason
         for identifier in dict.fromkeys(identifiers):
-            reason = self.rules.blocklist.reason(identifier)
+            reason = reason_of(identifier)
             if reason:
                 ignored.append((identifier, reason))
             else:
                 usable.append(identifier)
-        ignored_text = tuple(f"{i}\t{r}" for i, r in ignored)
+        ignored_text = tuple(f"{i}\t{r}" for i, r in ignored) if ignored else ()
+        log_add = batch.log.add
 
         def record(outcome: Outcome, nodes: list[int], detail: str = "") -> int:
-            return batch.log.append(LinkRecord(0, observed_ms, outcome, tuple(nodes), source,
-                                               request_id, detail, ignored_text))
+            return log_add(observed_ms, outcome, nodes, source, request_id, detail, ignored_text)
 
         if not usable:
             detail = "every identifier is blocklisted"

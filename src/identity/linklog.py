@@ -9,6 +9,7 @@ That is what makes every merge explainable and undoable.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -20,6 +21,9 @@ _HEAD = struct.Struct("<qBH")  # observed ms, outcome, node count
 _U64 = struct.Struct(">Q")
 _LEN = struct.Struct("<H")
 _SEQ_KEY = b"next_link_seq"
+_EMPTY = _LEN.pack(0)  # an empty string, packed
+_HEADS: dict[int, struct.Struct] = {}  # head plus that many nodes, by node count
+_SOURCES: dict[str, bytes] = {}  # packed source names
 
 
 class Outcome(IntEnum):
@@ -56,11 +60,26 @@ def _pack_str(text: str) -> bytes:
 
 
 def encode(rec: LinkRecord) -> bytes:
-    parts = [_HEAD.pack(rec.observed_ms, rec.outcome, len(rec.nodes))]
-    parts.append(struct.pack(f"<{len(rec.nodes)}Q", *rec.nodes))
-    parts += [_pack_str(rec.source), _pack_str(rec.request_id), _pack_str(rec.detail)]
-    parts.append(_pack_str("\n".join(rec.ignored)))
-    return b"".join(parts)
+    return _encode(rec.observed_ms, rec.outcome, rec.nodes, rec.source, rec.request_id,
+                   rec.detail, rec.ignored)
+
+
+def _encode(observed_ms: int, outcome: int, nodes: Sequence[int], source: str,
+            request_id: str, detail: str, ignored: Sequence[str]) -> bytes:
+    """The record's bytes: head and nodes in one pack, the four strings length-prefixed."""
+    count = len(nodes)
+    head = _HEADS.get(count)
+    if head is None:
+        head = _HEADS[count] = struct.Struct(f"<qBH{count}Q")  # _HEAD, then the nodes
+    packed_source = _SOURCES.get(source)
+    if packed_source is None:
+        packed_source = _pack_str(source)
+        if len(_SOURCES) < 4096:  # sources are few (a shop's systems); keep them packed
+            _SOURCES[source] = packed_source
+    return b"".join((head.pack(observed_ms, outcome, count, *nodes), packed_source,
+                     _pack_str(request_id) if request_id else _EMPTY,
+                     _pack_str(detail) if detail else _EMPTY,
+                     _pack_str("\n".join(ignored)) if ignored else _EMPTY))
 
 
 def decode(seq: int, data: bytes) -> LinkRecord:
@@ -96,12 +115,20 @@ class LogBatch:
         self._index: list[tuple[bytes, bytes]] = []
 
     def append(self, rec: LinkRecord) -> int:
+        return self.add(rec.observed_ms, rec.outcome, rec.nodes, rec.source, rec.request_id,
+                        rec.detail, rec.ignored)
+
+    def add(self, observed_ms: int, outcome: Outcome, nodes: Sequence[int], source: str,
+            request_id: str, detail: str, ignored: Sequence[str]) -> int:
+        """``append`` of a record with these fields, without building it: the bulk path."""
         seq = self._next
         self._next = seq + 1
         key = _U64.pack(seq)
-        self._records.append((key, encode(rec)))
+        self._records.append((key, _encode(observed_ms, outcome, nodes, source, request_id,
+                                           detail, ignored)))
         # Every link is indexed, single-identifier sightings too: forget must find them all.
-        self._index += [(_U64.pack(node), key) for node in set(rec.nodes)]
+        pack = _U64.pack
+        self._index += [(pack(node), key) for node in set(nodes)]
         return seq
 
     def flush(self, tx: WriteTxn) -> None:
