@@ -71,6 +71,10 @@ class Blocklist:
                 self._patterns.append((rule, re.compile(rule.value, re.IGNORECASE)))
             else:
                 self._exact[(rule.kind, rule.value.casefold())] = rule
+        # The patterns that apply to each kind, in rule order: no kind test per pattern.
+        self._kind_patterns: dict[Kind, list[tuple[BlockRule, re.Pattern[str]]]] = {
+            kind: [(r, p) for r, p in self._patterns if r.kind is None or r.kind is kind]
+            for kind in Kind}
 
     def add(self, rule: BlockRule) -> None:
         if rule.is_pattern:
@@ -92,9 +96,8 @@ class Blocklist:
         rule = self._exact.get((identifier.kind, folded)) or self._exact.get((None, folded))
         if rule:
             return rule.describe()
-        for rule, pattern in self._patterns:
-            if (rule.kind is None or rule.kind is identifier.kind) and pattern.search(
-                identifier.value
-            ):
+        value = identifier.value
+        for rule, pattern in self._kind_patterns[identifier.kind]:
+            if pattern.search(value):
                 return rule.describe()
         return None
