@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from identity.api_keys import ApiKeys
 from identity.audit import Audit
@@ -33,9 +34,12 @@ MAX_IDENTIFIERS_PER_LINK = 64
 MAX_BATCHES_IN_FLIGHT = 8  # stream batches validated ahead of the writer
 
 
-@dataclass(frozen=True)
-class LinkInput:
-    """A link as a client sent it: raw ``(kind, value)`` pairs, not yet normalised."""
+class LinkInput(NamedTuple):
+    """A link as a client sent it: raw ``(kind, value)`` pairs, not yet normalised.
+
+    A named tuple, not a frozen dataclass: a stream builds one per link, and a tuple
+    is built several times faster.
+    """
 
     identifiers: list[tuple[int, str]]
     source: str = ""
@@ -43,12 +47,9 @@ class LinkInput:
     request_id: str = ""
 
 
-@dataclass(frozen=True)
-class _ValidLink:
-    identifiers: list[Identifier]
-    source: str
-    observed_ms: int | None
-    request_id: str
+# A validated link, as IdentityGraph.link_many takes it: (identifiers, source, observed ms,
+# request id).
+_ValidLink = tuple[list[Identifier], str, "int | None", str]
 
 
 @dataclass
@@ -112,7 +113,14 @@ class App:
         if len(links) > self.settings.max_batch_items:
             raise InvalidArgument.field(
                 field_path, f"at most {self.settings.max_batch_items} links per batch")
-        return [self._validate(link, f"{field_path}[{i}].") for i, link in enumerate(links)]
+        validate = self._validate
+        valid = []
+        try:
+            for link in links:
+                valid.append(validate(link, ""))
+        except InvalidArgument as exc:  # the path is built only for the bad link
+            raise exc.under(f"{field_path}[{len(valid)}]") from None
+        return valid
 
     def link_batches(self, batches: Iterable[list[LinkInput]], field_path: str = "links"
                      ) -> Iterator[list[LinkResult]]:
@@ -138,12 +146,12 @@ class App:
             yield pending.popleft().result()
 
     def _apply(self, tx: WriteTxn, link: _ValidLink) -> LinkResult:
-        return self.graph.link(tx, link.identifiers, source=link.source,
-                               observed_ms=link.observed_ms, request_id=link.request_id)
+        identifiers, source, observed_ms, request_id = link
+        return self.graph.link(tx, identifiers, source=source, observed_ms=observed_ms,
+                               request_id=request_id)
 
     def _apply_many(self, tx: WriteTxn, links: list[_ValidLink]) -> list[LinkResult]:
-        return self.graph.link_many(
-            tx, [(v.identifiers, v.source, v.observed_ms, v.request_id) for v in links])
+        return self.graph.link_many(tx, links)
 
     def _validate(self, link: LinkInput, prefix: str) -> _ValidLink:
         if not link.identifiers:
@@ -159,11 +167,14 @@ class App:
                                         f"longer than {MAX_REQUEST_ID_LENGTH} characters")
         if link.observed_ms is not None and not 0 <= link.observed_ms <= LATEST_MS:
             raise InvalidArgument.field(f"{prefix}observed_at", "must be between 1970 and 9999")
-        identifiers = [
-            self.identifier(kind, value, f"{prefix}identifiers[{i}]")
-            for i, (kind, value) in enumerate(link.identifiers)
-        ]
-        return _ValidLink(identifiers, link.source.strip(), link.observed_ms, link.request_id)
+        normalize = self.normalizer.normalize
+        identifiers: list[Identifier] = []
+        try:
+            for kind, value in link.identifiers:
+                identifiers.append(normalize(kind, value))
+        except InvalidArgument as exc:  # as ``identifier`` would name it
+            raise exc.under(f"{prefix}identifiers[{len(identifiers)}]") from None
+        return identifiers, link.source.strip(), link.observed_ms, link.request_id
 
     # -- resolving ---------------------------------------------------------
 

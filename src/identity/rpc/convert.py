@@ -25,12 +25,12 @@ def timestamp_of(ms: int) -> timestamp_pb2.Timestamp:
 
 
 def link_input(request: identity_pb2.LinkRequest) -> LinkInput:
-    return LinkInput(
-        identifiers=[(i.kind, i.value) for i in request.identifiers],
-        source=request.source,
-        observed_ms=ms_of(request, "observed_at"),
-        request_id=request.request_id,
-    )
+    observed_ms = None  # ms_of, inlined: a stream converts every link
+    if request.HasField("observed_at"):
+        ts = request.observed_at
+        observed_ms = ts.seconds * 1000 + ts.nanos // 1_000_000
+    return LinkInput([(i.kind, i.value) for i in request.identifiers], request.source,
+                     observed_ms, request.request_id)
 
 
 def identifier_pb(identifier: Identifier) -> common_pb2.Identifier:
