@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import cached_property
 
 from identity.events import Channel
 from identity.identifiers import Identifier, Kind
@@ -118,7 +117,7 @@ class TriggerCheck:
     reserve: bool = False
     idempotency_key: str = ""
 
-    @cached_property
+    @property
     def subject(self) -> int:
         return subject_of(int(self.trigger or 0), self.scenario, self.products, self.categories)
 
@@ -126,7 +125,7 @@ class TriggerCheck:
         """This check for ``identifier``: what ``dataclasses.replace`` gives, at a tenth of
         its cost (a copy of the fields; no re-validation to do, the template was checked)."""
         check = object.__new__(TriggerCheck)
-        check.__dict__.update(self.__dict__)  # the subject, if cached, holds for any identifier
+        check.__dict__.update(self.__dict__)
         check.__dict__["identifier"] = identifier
         return check
 

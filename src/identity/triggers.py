@@ -20,7 +20,6 @@ import numpy as np
 
 from identity.errors import InvalidArgument, NotFound
 from identity.eventful import EventfulNodes
-from identity.events import Channel
 from identity.graph import LATEST_MS, IdentityGraph, now_ms
 from identity.identifiers import Identifier
 from identity.reservations import Reservations
@@ -39,7 +38,9 @@ MAX_SUBJECTS = 1000
 SEGMENT_TTL = 30.0  # seconds an exclusion segment's evaluation is reused across checks
 MAX_TEXT = 256
 Identify = Callable[[int, str, str], Identifier]  # kind, raw value, field path
-_CHANNEL_NUMBERS = frozenset(int(c) for c in MESSAGE_CHANNELS)
+_CHANNELS = {int(c): c for c in MESSAGE_CHANNELS}  # the channels a message can go out on
+_CHANNEL_NUMBERS = frozenset(_CHANNELS)
+_TRIGGER_KINDS = {int(k): k for k in TriggerKind}
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class Triggers:
                  idempotency_key: str = "", require_trigger: bool = True, prefix: str = "",
                  now_field: str = "now") -> TriggerCheck:
         """A validated check without its identifier (fields named under ``prefix``)."""
-        if trigger and trigger not in TriggerKind._value2member_map_:
+        if trigger and trigger not in _TRIGGER_KINDS:
             raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}")
         if require_trigger and not trigger:
             raise InvalidArgument.field(f"{prefix}trigger", "is required")
@@ -118,8 +119,8 @@ class Triggers:
             if ms is not None and not 0 <= ms <= LATEST_MS:  # calendar days end in 9999
                 raise InvalidArgument.field(f"{prefix}{name}", "must be between 1970 and 9999")
         now = now_ms() if now_ms_ is None else now_ms_
-        return TriggerCheck(
-            None, TriggerKind(trigger) if trigger else None, Channel(channel), now,
+        return TriggerCheck(  # members looked up directly: calling an enum class costs more
+            None, _TRIGGER_KINDS[trigger] if trigger else None, _CHANNELS[channel], now,
             campaign.strip(), scenario.strip(), tuple(p.strip() for p in products),
             tuple(c.strip().strip("/") for c in categories), event_ms, reserve,
             idempotency_key)
@@ -256,6 +257,6 @@ class Triggers:
         return rule, self.store.write(lambda tx: self.rules.put(tx, rule))
 
     def rule_for(self, trigger: int, campaign: str) -> tuple[TriggerRule, str]:
-        if trigger and trigger not in TriggerKind._value2member_map_:
+        if trigger and trigger not in _TRIGGER_KINDS:
             raise InvalidArgument.field("trigger", f"unknown trigger kind {trigger}")
         return self.rules.rule_for(TriggerKind(trigger) if trigger else None, campaign.strip())
