@@ -41,6 +41,10 @@ _NEXT_NODE = b"next_node"
 _INTERNAL_ID = re.compile(r"^P([1-9][0-9]*)$")
 _KINDS = tuple(Kind)
 _KIND_OF = {int(kind): kind for kind in Kind}
+# Module globals: an enum member looked up on its class (``Kind.CUSTOMER_ID``) is slow.
+_CUSTOMER = Kind.CUSTOMER_ID
+_CREATED, _ADDED, _MERGED, _ALREADY_LINKED = (
+    Outcome.CREATED, Outcome.ADDED, Outcome.MERGED, Outcome.ALREADY_LINKED)
 
 
 @dataclass(frozen=True)
@@ -283,17 +287,17 @@ class IdentityGraph:
         else:
             detail = ""
             if len(roots) >= 2:
-                outcome = Outcome.MERGED
+                outcome = _MERGED
             elif roots:
-                outcome = Outcome.ADDED if new else Outcome.ALREADY_LINKED
+                outcome = _ADDED if new else _ALREADY_LINKED
             else:
-                outcome = Outcome.CREATED
+                outcome = _CREATED
             survivor, absorbed = self._union(tx, batch, roots, usable, nodes, observed_ms,
                                              assignments)
             if roots:
                 customer = roots[survivor].customer  # merged into the survivor by _union
             else:
-                customer = next((n for i, n in zip(usable, nodes) if i.kind is Kind.CUSTOMER_ID), 0)
+                customer = next((n for i, n in zip(usable, nodes) if i.kind is _CUSTOMER), 0)
             person_id = self._person_id_of(tx, survivor, customer, usable, nodes)
 
         for node, raw in node_records.items():
@@ -344,7 +348,7 @@ class IdentityGraph:
                 old_root, kind = _NODE.unpack_from(raw)[:2]
                 person.size += 1
                 person.counts[kind - 1] += 1
-                if kind == Kind.CUSTOMER_ID:
+                if kind == _CUSTOMER:
                     person.customer = node
                 if old_root != new_root:
                     tx.put("nodes", key, _ROOT.pack(new_root) + raw[_ROOT.size :])
@@ -402,20 +406,32 @@ class IdentityGraph:
             if p.customer:
                 joined += 1
         for i in new:
-            if i.kind is Kind.CUSTOMER_ID:
+            if i.kind is _CUSTOMER:
                 joined += 1
         if joined > 1:
             customers = [self._value(tx, p.customer) for p in persons if p.customer]
-            customers += [i.value for i in new if i.kind is Kind.CUSTOMER_ID]
+            customers += [i.value for i in new if i.kind is _CUSTOMER]
             listed = ", ".join(repr(c) for c in sorted(customers))
             return Outcome.REFUSED_CONFLICT, f"would join different customer ids: {listed}"
-        if not self.rules.kind_limits or (not new and len(roots) <= 1):
+        limits = self.rules.kind_limits
+        if not limits or (not new and len(roots) <= 1):
             return None  # nothing joins, so no person's count can grow
         added: dict[Kind, int] = {}
         for i in new:
             added[i.kind] = added.get(i.kind, 0) + 1
         single = len(roots) <= 1
-        for kind, limit in self.rules.kind_limits.items():
+        if single:  # the loop below for one person (or none): only added kinds can grow
+            counts_of = next(iter(persons)).counts if roots else None
+            for kind, limit in limits.items():
+                extra = added.get(kind)
+                if not extra:
+                    continue
+                combined = (counts_of[kind - 1] if counts_of else 0) + extra
+                if combined > limit:  # and above the one count it grows from, as extra > 0
+                    return (Outcome.REFUSED_LIMIT, f"would give a person {combined} "
+                            f"{kind.label} identifiers (limit {limit})")
+            return None
+        for kind, limit in limits.items():
             extra = added.get(kind, 0)
             if single and not extra:
                 continue  # this kind's count stays what it is
@@ -465,7 +481,7 @@ class IdentityGraph:
             member_list.append(nodes[i])
             person.size += 1
             person.counts[identifier.kind - 1] += 1
-            if identifier.kind is Kind.CUSTOMER_ID:
+            if identifier.kind is _CUSTOMER:
                 person.customer = nodes[i]
             assignments.append((nodes[i], survivor))
         if assignments:
@@ -518,4 +534,4 @@ class _Batch:
 def _new_person(identifier: Identifier, node: int) -> _Person:
     counts = [0] * len(_KINDS)
     counts[identifier.kind - 1] = 1
-    return _Person(node if identifier.kind is Kind.CUSTOMER_ID else 0, 1, counts)
+    return _Person(node if identifier.kind is _CUSTOMER else 0, 1, counts)
