@@ -19,7 +19,8 @@ _EMPTY_LOOKING = (
     r"(null|\(null\)|nil|none|undefined|anonymous|unknown|n/?a|nan|-1|0+|-+|\.+|\?+|x+|"
     r"\"\"|''|empty|test|default)"
 )
-_MEMO_SIZE = 262_144
+_MEMO_SIZE = 262_144  # per kind
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Blocklist:
     def _compile(self) -> None:
         # Answers per identifier: the same values come back in every batch, and each
         # otherwise runs every pattern. Rebuilt with the rules.
-        self._seen: dict[Identifier, str | None] = {}
+        # Per kind, value -> reason: strings only, so the collector never walks the memo.
+        self._seen: dict[Kind, dict[str, str | None]] = {kind: {} for kind in Kind}
         self._exact: dict[tuple[Kind | None, str], BlockRule] = {}
         self._patterns: list[tuple[BlockRule, re.Pattern[str]]] = []
         for rule in self.rules:
@@ -75,6 +77,7 @@ class Blocklist:
         self._kind_patterns: dict[Kind, list[tuple[BlockRule, re.Pattern[str]]]] = {
             kind: [(r, p) for r, p in self._patterns if r.kind is None or r.kind is kind]
             for kind in Kind}
+        self._any_kind_patterns = [(r, p) for r, p in self._patterns if r.kind is None]
 
     def add(self, rule: BlockRule) -> None:
         if rule.is_pattern:
@@ -83,12 +86,16 @@ class Blocklist:
         self._compile()
 
     def reason(self, identifier: Identifier) -> str | None:
-        seen = self._seen
-        if identifier in seen:
-            return seen[identifier]
+        seen = self._seen.get(identifier.kind)
+        if seen is None:  # not a Kind: answer without remembering
+            return self._reason(identifier)
+        value = identifier.value
+        answer = seen.get(value, _UNSEEN)
+        if answer is not _UNSEEN:
+            return answer
         if len(seen) >= _MEMO_SIZE:
             seen.clear()
-        answer = seen[identifier] = self._reason(identifier)
+        answer = seen[value] = self._reason(identifier)
         return answer
 
     def _reason(self, identifier: Identifier) -> str | None:
@@ -97,7 +104,7 @@ class Blocklist:
         if rule:
             return rule.describe()
         value = identifier.value
-        for rule, pattern in self._kind_patterns[identifier.kind]:
+        for rule, pattern in self._kind_patterns.get(identifier.kind, self._any_kind_patterns):
             if pattern.search(value):
                 return rule.describe()
         return None
