@@ -130,8 +130,8 @@ class TriggerServicer(triggers_pb2_grpc.TriggerServiceServicer):
                   now_field: str = "now", reserve: bool = False):
         return self.triggers.template(
             trigger=request.trigger, channel=request.channel, campaign=request.campaign,
-            scenario=request.scenario, products=list(request.product_ids),
-            categories=list(request.categories), now_ms_=ms_of(request, now_field),
+            scenario=request.scenario, products=request.product_ids,  # read, not kept
+            categories=request.categories, now_ms_=ms_of(request, now_field),
             event_ms=ms_of(request, "event_time") if now_field == "now" else None,
             reserve=reserve, idempotency_key=request.idempotency_key,
             require_trigger=require_trigger, prefix=prefix, now_field=now_field)
