@@ -98,7 +98,10 @@ class _Person:
 
 
 def _id_key(identifier: Identifier) -> bytes:
-    return bytes((identifier.kind,)) + identifier.value.encode()
+    return _KIND_BYTE[identifier.kind] + identifier.value.encode()
+
+
+_KIND_BYTE = [bytes((kind,)) for kind in range(256)]  # the key's leading kind byte, made once
 
 
 def now_ms() -> int:

@@ -127,8 +127,12 @@ class LogBatch:
         self._records.append((key, _encode(observed_ms, outcome, nodes, source, request_id,
                                            detail, ignored)))
         # Every link is indexed, single-identifier sightings too: forget must find them all.
-        pack = _U64.pack
-        self._index += [(pack(node), key) for node in set(nodes)]
+        index = self._index
+        if len(nodes) == 1:
+            index.append((_U64.pack(nodes[0]), key))
+        else:
+            for node in set(nodes):
+                index.append((_U64.pack(node), key))
         return seq
 
     def flush(self, tx: WriteTxn) -> None:
