@@ -161,10 +161,13 @@ class World:
 def start_server(data: Path, max_workers: int) -> tuple[object, object, int, object, int]:
     from identity.app import App
     from identity.config import Settings
+    from identity.gc_policy import tune_for_serving
     from identity.server import create_server
 
     app = App.open(Settings.load(env={}, data_dir=data, map_size="1GiB", api_keys=BENCH_KEYS))
     server, port = create_server(app, "127.0.0.1:0", max_workers=max_workers)
+    if not os.environ.get("BENCH_DEFAULT_GC"):  # as ``identity serve`` runs (gc_policy)
+        tune_for_serving()
     server.start()
     echo_server, echo_port = start_echo_server(max_workers)
     return app, server, port, echo_server, echo_port

@@ -24,6 +24,7 @@ from identity.rpc.auth import Authorizer
 from identity.rpc.gate import GatedServer, Layer
 from identity.rpc.decoding import DecodeGuard
 from identity.transport import check_plaintext_allowed, ensure_dev_key, server_credentials
+from identity.gc_policy import tune_for_serving
 
 __all__ = ["call_gate", "create_server", "serve"]
 
@@ -99,6 +100,7 @@ def serve(app: App, address: str, metrics_address: str | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    tune_for_serving()  # start-up objects frozen, young collections less often (gc_policy)
     server.start()
     host = address.rsplit(":", 1)[0]
     log.info("identity serving on %s:%d, data in %s", host, port, app.store.path)
