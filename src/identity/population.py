@@ -86,6 +86,17 @@ class Population:
         """Graph listener: (node, root) after a commit; root 0 means erased."""
         if not assignments:
             return
+        if len(assignments) <= 32:  # a unary link's few: numpy's per-call overhead dominates
+            size = max(node for node, _ in assignments) + 1
+            with self._lock:
+                self._root = _grow(self._root, size)
+                self._kind = _grow(self._kind, size)
+                root = self._root
+                for node, person in assignments:
+                    root[node] = person
+                self._size = max(self._size, size)
+                self.version += 1
+            return
         # Flattened through an array: a third faster than numpy reading a list of tuples.
         flat = array("q", chain.from_iterable(assignments))
         pairs = np.frombuffer(flat, dtype=np.int64).reshape(-1, 2)
