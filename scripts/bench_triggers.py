@@ -127,10 +127,12 @@ def serve_main(data: Path, workers: int) -> None:
     """Subprocess mode: print the port, serve until stdin closes."""
     from identity.app import App
     from identity.config import Settings
+    from identity.gc_policy import tune_for_serving
     from identity.server import create_server
 
     app = App.open(Settings.load(env={}, data_dir=data, map_size="2GiB", api_keys=BENCH_KEYS))
     server, port = create_server(app, "127.0.0.1:0", max_workers=workers)
+    tune_for_serving()  # the collector set as ``identity serve`` sets it
     server.start()
     echo_server, echo_port = start_echo_server(workers)
     print(f"PORT {port} {echo_port}", flush=True)
