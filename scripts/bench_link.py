@@ -24,6 +24,7 @@ each repetition starts a fresh server over an empty data folder.
 
     .venv/bin/python scripts/bench_link.py                # 100k persons
     .venv/bin/python scripts/bench_link.py --persons 20000 --repeat 5
+    .venv/bin/python scripts/bench_link.py --persons 20000 --app-only   # no gRPC: CPU/link
 """
 
 from __future__ import annotations
@@ -434,12 +435,66 @@ def main() -> None:
                         help="folder for the temporary LMDB data (default: the system temp)")
     parser.add_argument("--profile", default=None,
                         help="cProfile the server's write jobs in the first repetition to FILE")
+    parser.add_argument("--app-only", action="store_true",
+                        help="no gRPC: CPU per link of App.link_batches and App.link in-process")
+    parser.add_argument("--unary", type=int, default=3000, help="unary links in --app-only")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve_main(Path(args.serve), args.workers, args.profile)
+    elif args.app_only:
+        run_app_only(args)
     else:
         run(args)
+
+
+# -- without gRPC: the server's own CPU per link ---------------------------
+
+
+def _app_only_once(world: World, unary: int, data: Path) -> tuple[float, float]:
+    """Process CPU µs per link: the stream's messages decoded, converted and linked in
+    batches (``App.link_batches``, as LinkStream does), then ``unary`` links one by one."""
+    from identity.app import App
+    from identity.config import Settings
+    from identity.rpc.convert import link_input
+
+    app = App.open(Settings.load(env={}, data_dir=data, map_size="1GiB", api_keys=BENCH_KEYS))
+    if not os.environ.get("BENCH_DEFAULT_GC"):  # as ``identity serve`` runs (gc_policy)
+        from identity.gc_policy import tune_for_serving
+        tune_for_serving()
+    try:
+        parse = identity_pb2.LinkStreamRequest.FromString
+        start, links = time.process_time(), 0
+        for results in app.link_batches([link_input(r) for r in parse(b).links]
+                                        for b in world.batches):
+            links += len(results)
+        stream = (time.process_time() - start) / links * 1e6
+        requests = [identity_pb2.LinkRequest.FromString(b) for b in world.unary[:unary]]
+        start = time.process_time()
+        for request in requests:
+            app.link(link_input(request))
+        return stream, (time.process_time() - start) / max(1, len(requests)) * 1e6
+    finally:
+        app.close()
+
+
+def run_app_only(args: argparse.Namespace) -> None:
+    world = World(args.persons, args.extra, args.seed, args.batch)
+    print(f"world: {args.persons} persons, {world.links} links; app only (no gRPC), sync on, "
+          f"{args.repeat} repetitions, each over a fresh LMDB folder")
+    streams, unaries = [], []
+    for rep in range(args.repeat):
+        root = Path(tempfile.mkdtemp(prefix="bench_link_app_", dir=args.tmp))
+        try:
+            stream, unary = _app_only_once(world, args.unary, root / "data")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        streams.append(stream)
+        unaries.append(unary)
+        print(f"rep {rep + 1}: link_batches {stream:.1f} µs CPU per link; "
+              f"link {unary:.1f} µs CPU per call")
+    print(f"medians of {args.repeat}: link_batches {statistics.median(streams):.1f} µs CPU "
+          f"per link, link {statistics.median(unaries):.1f} µs CPU per call")
 
 
 if __name__ == "__main__":
