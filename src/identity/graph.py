@@ -249,11 +249,13 @@ class IdentityGraph:
         nodes: list[int] = []  # node of each usable identifier, 0 while new
         roots: dict[int, _Person] = {}
         node_records: dict[int, bytes] = {}
+        new: list[Identifier] = []  # the usable identifiers without a node yet
         get = tx.get
         for identifier in usable:
             found = get("ids", _id_key(identifier))
             if found is None:
                 nodes.append(0)
+                new.append(identifier)
                 continue
             node = _U64.unpack(found)[0]
             nodes.append(node)
@@ -262,16 +264,20 @@ class IdentityGraph:
             root = _ROOT.unpack_from(raw)[0]
             if root not in roots:
                 roots[root] = self._person(tx, root)
-        if self.replay_guard is not None and not all(nodes):
-            kept = [i for i, node in enumerate(nodes)
-                    if node or not self.replay_guard(tx, usable[i], observed_ms)]
-            if len(kept) < len(nodes):  # erased before this was observed: leave it out
+        guard = self.replay_guard
+        if guard is not None and new:
+            erased = set()
+            for identifier in new:  # a loop, not a comprehension: no function per link
+                if guard(tx, identifier, observed_ms):
+                    erased.add(identifier)
+            if erased:  # erased before this was observed: leave it out
+                kept = [i for i, node in enumerate(nodes) if node or usable[i] not in erased]
                 usable, nodes = [usable[i] for i in kept], [nodes[i] for i in kept]
+                new = [i for i in new if i not in erased]
                 if not usable:
                     detail = "every identifier was erased on request"
                     seq = record(Outcome.IGNORED, [], detail)
                     return LinkResult(Outcome.IGNORED, "", detail, (), tuple(ignored), seq)
-        new = [ident for ident, node in zip(usable, nodes) if not node]
 
         refusal = self._refusal(tx, roots, new)
         assignments: list[tuple[int, int]] = []
@@ -449,7 +455,10 @@ class IdentityGraph:
                usable: list[Identifier], nodes: list[int], observed_ms: int,
                assignments: list[tuple[int, int]]) -> tuple[int, list[str]]:
         if roots:
-            survivor = max(roots, key=lambda r: (roots[r].size, -r))
+            if len(roots) == 1:
+                survivor = next(iter(roots))
+            else:
+                survivor = max(roots, key=lambda r: (roots[r].size, -r))
             person = roots[survivor]
             member_list = person.stored_members()
         else:
