@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from identity.v1 import common_pb2, identity_pb2  # noqa: E402
 from benchlib import BENCH_KEYS, ECHO_METHOD, authorized, start_echo_server  # noqa: E402
+from identity.server import READ_WORKERS  # noqa: E402
 
 LINK_METHOD = "/identity.v1.IdentityService/Link"
 STREAM_METHOD = "/identity.v1.IdentityService/LinkStream"
@@ -159,24 +160,26 @@ class World:
 # -- the server (in a subprocess or in this process) ------------------------
 
 
-def start_server(data: Path, max_workers: int) -> tuple[object, object, int, object, int]:
+def start_server(data: Path, max_workers: int, read_workers: int
+                 ) -> tuple[object, object, int, object, int]:
     from identity.app import App
     from identity.config import Settings
     from identity.gc_policy import tune_for_serving
     from identity.server import create_server
 
     app = App.open(Settings.load(env={}, data_dir=data, map_size="1GiB", api_keys=BENCH_KEYS))
-    server, port = create_server(app, "127.0.0.1:0", max_workers=max_workers)
+    server, port = create_server(app, "127.0.0.1:0", max_workers=max_workers,
+                                 read_workers=read_workers)
     if not os.environ.get("BENCH_DEFAULT_GC"):  # as ``identity serve`` runs (gc_policy)
         tune_for_serving()
     server.start()
-    echo_server, echo_port = start_echo_server(max_workers)
+    echo_server, echo_port = start_echo_server(max_workers, read_workers)
     return app, server, port, echo_server, echo_port
 
 
-def serve_main(data: Path, max_workers: int, profile: str | None) -> None:
+def serve_main(data: Path, max_workers: int, read_workers: int, profile: str | None) -> None:
     """Subprocess mode: print the port, serve until stdin closes, print CPU seconds used."""
-    app, server, port, echo_server, echo_port = start_server(data, max_workers)
+    app, server, port, echo_server, echo_port = start_server(data, max_workers, read_workers)
     profiler = cProfile.Profile() if profile else None
     if profiler:
         _profile_writer(app, profiler)
@@ -209,14 +212,16 @@ def _profile_writer(app: object, profiler: cProfile.Profile) -> None:
 
 
 class Server:
-    def __init__(self, data: Path, in_process: bool, max_workers: int, profile: str | None):
+    def __init__(self, data: Path, in_process: bool, max_workers: int, read_workers: int,
+                 profile: str | None):
         self.in_process = in_process
         self.cpu = None
         if in_process:
             self.app, self.server, self.port, self.echo_server, self.echo_port = \
-                start_server(data, max_workers)
+                start_server(data, max_workers, read_workers)
             return
-        cmd = [sys.executable, __file__, "--serve", str(data), "--workers", str(max_workers)]
+        cmd = [sys.executable, __file__, "--serve", str(data), "--workers", str(max_workers),
+               "--read-workers", str(read_workers)]
         if profile:
             cmd += ["--profile", profile]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -354,7 +359,8 @@ def run(args: argparse.Namespace) -> None:
             note("lmdb_puts", lmdb_puts_per_second(root / f"raw{rep}", args.batch, 1.0))
             note("commit_ms", synced_commit_ms(root / f"commit{rep}")[0])
             profile = args.profile if rep == 0 else None
-            server = Server(root / f"data{rep}", args.in_process, args.workers, profile)
+            server = Server(root / f"data{rep}", args.in_process, args.workers,
+                            args.read_workers, profile)
             raw = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
                 ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.max_receive_message_length", 64 << 20)])
@@ -429,6 +435,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each unary run")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=16, help="server thread pool size")
+    parser.add_argument("--read-workers", type=int, default=READ_WORKERS,
+                        help="threads for quick reads and the echo (0: the shared pool)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the server in this process (shares the client's GIL)")
     parser.add_argument("--tmp", default=None,
@@ -441,7 +449,7 @@ def main() -> None:
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_main(Path(args.serve), args.workers, args.profile)
+        serve_main(Path(args.serve), args.workers, args.read_workers, args.profile)
     elif args.app_only:
         run_app_only(args)
     else:

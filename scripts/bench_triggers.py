@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from identity.rpc.convert import timestamp_of  # noqa: E402
 from identity.v1 import common_pb2, events_pb2, identity_pb2, triggers_pb2  # noqa: E402
 from benchlib import BENCH_KEYS, ECHO_METHOD, authorized, start_echo_server  # noqa: E402
+from identity.server import READ_WORKERS  # noqa: E402
 
 ECHO = ECHO_METHOD
 CHECK = "/identity.v1.TriggerService/CheckTrigger"
@@ -123,7 +124,7 @@ class World:
             yield message
 
 
-def serve_main(data: Path, workers: int) -> None:
+def serve_main(data: Path, workers: int, read_workers: int) -> None:
     """Subprocess mode: print the port, serve until stdin closes."""
     from identity.app import App
     from identity.config import Settings
@@ -131,10 +132,11 @@ def serve_main(data: Path, workers: int) -> None:
     from identity.server import create_server
 
     app = App.open(Settings.load(env={}, data_dir=data, map_size="2GiB", api_keys=BENCH_KEYS))
-    server, port = create_server(app, "127.0.0.1:0", max_workers=workers)
+    server, port = create_server(app, "127.0.0.1:0", max_workers=workers,
+                                 read_workers=read_workers)
     tune_for_serving()  # the collector set as ``identity serve`` sets it
     server.start()
-    echo_server, echo_port = start_echo_server(workers)
+    echo_server, echo_port = start_echo_server(workers, read_workers)
     print(f"PORT {port} {echo_port}", flush=True)
     sys.stdin.read()
     echo_server.stop(None).wait()
@@ -216,7 +218,8 @@ def run(args: argparse.Namespace) -> None:
           f"{os.cpu_count()} cores; {args.threads} client threads; sync on")
     folder = Path(tempfile.mkdtemp(prefix="bench-triggers-", dir=args.tmp))
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(folder / "data"),
-                             "--workers", str(args.workers)],
+                             "--workers", str(args.workers),
+                             "--read-workers", str(args.read_workers)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port, echo_port = map(int, proc.stdout.readline().split()[1:3])
@@ -300,12 +303,14 @@ def main() -> None:
     parser.add_argument("--many", type=int, default=16,
                         help="client threads of the second, more concurrent round")
     parser.add_argument("--workers", type=int, default=16, help="server thread pool size")
+    parser.add_argument("--read-workers", type=int, default=READ_WORKERS,
+                        help="threads for quick reads and the echo (0: the shared pool)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tmp", default=None, help="folder for the temporary LMDB data")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_main(Path(args.serve), args.workers)
+        serve_main(Path(args.serve), args.workers, args.read_workers)
     else:
         run(args)
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from identity.client import IdentityClient
+from identity.rpc.identity_service import IdentityServicer
+from identity.server import QUICK_READS
+from identity.v1 import events_pb2, identity_pb2, triggers_pb2
 
 
 def test_health_reports_serving_for_the_server_and_each_service(server) -> None:
@@ -32,6 +36,42 @@ def test_reflection_lists_the_identity_service(server) -> None:
         [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=5, metadata=key))
         names = {s.name for s in reply.list_services_response.service}
         assert "identity.v1.IdentityService" in names
+
+
+def test_quick_reads_are_unary_methods_that_exist() -> None:
+    """A misspelt name in QUICK_READS would silently leave that read on the shared pool."""
+    methods = {f"/{service.full_name}/{method.name}": method
+               for module in (identity_pb2, events_pb2, triggers_pb2)
+               for service in module.DESCRIPTOR.services_by_name.values()
+               for method in service.methods}
+    for name in QUICK_READS:
+        assert name in methods, name
+        assert not methods[name].client_streaming and not methods[name].server_streaming
+
+
+def test_quick_reads_run_on_their_own_pool_and_writes_on_the_shared_one(make_server) -> None:
+    ran_on: dict[str, str] = {}
+    originals = {m: getattr(IdentityServicer, m) for m in ("Resolve", "Link")}
+
+    def spy(method: str):  # noqa: ANN202
+        inner = originals[method]
+
+        def on_thread(self, request, context):  # noqa: ANN001, ANN202
+            ran_on[method] = threading.current_thread().name
+            return inner(self, request, context)
+        return on_thread
+
+    for method in originals:  # before the server binds its servicer's methods
+        setattr(IdentityServicer, method, spy(method))
+    try:
+        with IdentityClient(make_server().address) as client:
+            client.link("email:pool@example.com", "phone:+12025550188")
+            client.resolve("email:pool@example.com")
+    finally:
+        for method, inner in originals.items():
+            setattr(IdentityServicer, method, inner)
+    assert ran_on["Resolve"].startswith("read"), ran_on
+    assert ran_on["Link"].startswith("rpc"), ran_on
 
 
 def _start(data: Path) -> tuple[subprocess.Popen, str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import weakref
 from concurrent import futures
 
 import grpc
@@ -26,10 +27,20 @@ from identity.rpc.decoding import DecodeGuard
 from identity.transport import check_plaintext_allowed, ensure_dev_key, server_credentials
 from identity.gc_policy import tune_for_serving
 
-__all__ = ["call_gate", "create_server", "serve"]
+__all__ = ["QUICK_READS", "READ_WORKERS", "call_gate", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 5.0
+# Unary reads that only compute run on a small pool of their own. On the shared pool, a
+# dozen of them would hold and hand over the GIL by turns (py-lmdb drops it on every read),
+# paying a context switch each time; two threads keep a core busy with no such churn.
+# Streams and writes, which wait on clients and commits, keep the shared pool.
+READ_WORKERS = 2
+QUICK_READS = frozenset({
+    "/identity.v1.IdentityService/Resolve",
+    "/identity.v1.EventService/GetProfile",
+    "/identity.v1.TriggerService/CheckTrigger",
+})
 
 
 def _add_health(server: GatedServer, services: list[str]) -> health.HealthServicer:
@@ -49,10 +60,11 @@ def call_gate(app: App) -> list[Layer]:
     ]
 
 
-def create_server(app: App, address: str, max_workers: int = 16, gated: bool = True
-                  ) -> tuple[grpc.Server, int]:
+def create_server(app: App, address: str, max_workers: int = 16, gated: bool = True,
+                  read_workers: int = READ_WORKERS) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server with every service, health and reflection.
 
+    ``QUICK_READS`` run on a pool of ``read_workers`` threads (0: on the shared pool).
     ``gated=False`` leaves out the call gate; only a benchmark does that, to price it."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
@@ -62,7 +74,12 @@ def create_server(app: App, address: str, max_workers: int = 16, gated: bool = T
             ("grpc.so_reuseport", 0),
         ],
     )
-    registry = GatedServer(server, call_gate(app) if gated else [])
+    pools = {}
+    if read_workers:
+        reads = futures.ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="read")
+        weakref.finalize(server, reads.shutdown, wait=False)  # its threads go with the server
+        pools = dict.fromkeys(QUICK_READS, reads)
+    registry = GatedServer(server, call_gate(app) if gated else [], pools)
     services = [identity_service.add_to_server(app, registry)]
     services.append(event_service.add_to_server(app, registry))
     services.append(audit_service.add_to_server(app, registry))

@@ -10,12 +10,13 @@ of them, Resolve lost about a quarter of its calls/s on this machine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 import grpc
 
-__all__ = ["GatedServer", "Layer", "behavior_of", "with_behavior"]
+__all__ = ["GatedServer", "Layer", "behavior_of", "on_pool", "with_behavior"]
 
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
@@ -34,6 +35,20 @@ def with_behavior(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]
                   ) -> grpc.RpcMethodHandler:
     kind = next(kind for kind in _KINDS if getattr(handler, kind))
     return handler._replace(**{kind: behavior})  # type: ignore[attr-defined]
+
+
+def on_pool(handler: grpc.RpcMethodHandler, pool: Executor) -> grpc.RpcMethodHandler:
+    """``handler`` run on ``pool`` instead of the server's own thread pool.
+
+    gRPC looks for an ``experimental_thread_pool`` attribute on the behaviour (its own
+    health service uses it); the behaviour is wrapped once so the attribute is ours."""
+    behavior = behavior_of(handler)
+
+    def pooled(request: Any, context: grpc.ServicerContext) -> Any:
+        return behavior(request, context)
+
+    pooled.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return with_behavior(handler, pooled)
 
 
 class _GatedGeneric(grpc.GenericRpcHandler):
@@ -55,14 +70,17 @@ class _GatedGeneric(grpc.GenericRpcHandler):
 class GatedServer:
     """A ``grpc.Server`` stand-in for registering services: their handlers come out gated."""
 
-    def __init__(self, server: grpc.Server, layers: Sequence[Layer]):
+    def __init__(self, server: grpc.Server, layers: Sequence[Layer],
+                 pools: Mapping[str, Executor] | None = None):
         self.server = server
         self.layers = list(layers)  # outermost first
+        self.pools = dict(pools or {})  # method -> the pool it runs on, if not the server's
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         for layer in reversed(self.layers):
             handler = layer.wrap(method, handler)
-        return handler
+        pool = self.pools.get(method)
+        return on_pool(handler, pool) if pool is not None else handler
 
     def add_registered_method_handlers(self, service: str,
                                        handlers: dict[str, grpc.RpcMethodHandler]) -> None:
