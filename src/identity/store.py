@@ -24,8 +24,8 @@ import lmdb
 
 from identity.errors import ShuttingDown, StorageFull
 
-__all__ = ["Store", "Snapshot", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES", "StoreUsage",
-           "MAX_DBS", "read_only"]
+__all__ = ["Store", "Snapshot", "Txn", "WriteTxn", "Chain", "ChainBroken", "SUBDATABASES",
+           "StoreUsage", "MAX_DBS", "read_only"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
