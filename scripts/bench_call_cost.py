@@ -4,7 +4,8 @@
 The trigger benchmark's world (``bench_triggers.World``) is loaded into its server, run
 in a subprocess as there (sync on, the collector set as ``identity serve`` sets it, the
 echo in the same process); then the echo, ``CheckTrigger`` (read snapshot) and
-``Resolve`` (by device id) are called from ``--threads`` client threads for
+``Resolve`` (by device id; a quick read, on its own pool unless ``--read-workers 0``;
+the echo runs where ``CheckTrigger`` runs) are called from ``--threads`` client threads for
 ``--seconds`` each, in ``--rounds`` alternating rounds. For each, the server process's
 CPU time and its threads' voluntary and involuntary context switches are read from
 ``/proc`` before and after, and divided by the calls made: the figures behind "Why a
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=16, help="server thread pool size")
     parser.add_argument("--read-workers", type=int, default=READ_WORKERS,
-                        help="threads for quick reads and the echo (0: the shared pool)")
+                        help="threads for the server's quick reads (0: the shared pool)")
     args = parser.parse_args()
 
     world = bench_triggers.World(args.persons, seed=7, batch=1000)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from identity.rpc.convert import timestamp_of  # noqa: E402
 from identity.v1 import common_pb2, events_pb2, identity_pb2, triggers_pb2  # noqa: E402
 from benchlib import BENCH_KEYS, ECHO_METHOD, authorized, start_echo_server  # noqa: E402
-from identity.server import READ_WORKERS  # noqa: E402
+from identity.server import QUICK_READS, READ_WORKERS  # noqa: E402
 
 ECHO = ECHO_METHOD
 CHECK = "/identity.v1.TriggerService/CheckTrigger"
@@ -136,7 +136,9 @@ def serve_main(data: Path, workers: int, read_workers: int) -> None:
                                  read_workers=read_workers)
     tune_for_serving()  # the collector set as ``identity serve`` sets it
     server.start()
-    echo_server, echo_port = start_echo_server(workers, read_workers)
+    # The echo runs where CheckTrigger runs: on the quick-read pool only if it is a quick read.
+    echo_server, echo_port = start_echo_server(
+        workers, read_workers if CHECK in QUICK_READS else 0)
     print(f"PORT {port} {echo_port}", flush=True)
     sys.stdin.read()
     echo_server.stop(None).wait()
@@ -304,7 +306,7 @@ def main() -> None:
                         help="client threads of the second, more concurrent round")
     parser.add_argument("--workers", type=int, default=16, help="server thread pool size")
     parser.add_argument("--read-workers", type=int, default=READ_WORKERS,
-                        help="threads for quick reads and the echo (0: the shared pool)")
+                        help="threads for the server's quick reads (0: the shared pool)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tmp", default=None, help="folder for the temporary LMDB data")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
