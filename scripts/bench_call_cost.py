@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import bench_triggers  # noqa: E402
-from benchlib import authorized  # noqa: E402
 from identity.server import READ_WORKERS  # noqa: E402
-from identity.v1 import common_pb2, events_pb2, identity_pb2  # noqa: E402
+from identity.v1 import common_pb2, identity_pb2  # noqa: E402
 
 RESOLVE = "/identity.v1.IdentityService/Resolve"
 DEVICE = 6
@@ -71,46 +66,24 @@ def main() -> None:
     world = bench_triggers.World(args.persons, seed=7, batch=1000)
     resolves = [identity_pb2.ResolveRequest(identifier=common_pb2.Identifier(
         kind=DEVICE, value=f"dev-{i}-a")).SerializeToString() for i in range(0, args.persons, 7)]
-    folder = Path(tempfile.mkdtemp(prefix="bench-call-cost-"))
-    proc = subprocess.Popen(
-        [sys.executable, bench_triggers.__file__, "--serve", str(folder / "data"),
-         "--workers", str(args.workers), "--read-workers", str(args.read_workers)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        port, echo_port = map(int, proc.stdout.readline().split()[1:3])
-        raw = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(raw).result(timeout=30)
-        channel = authorized(raw)
-        echo_channel = grpc.insecure_channel(f"127.0.0.1:{echo_port}")
-        channel.stream_unary("/identity.v1.IdentityService/LinkStream",
-                             request_serializer=identity_pb2.LinkStreamRequest.SerializeToString,
-                             response_deserializer=None)(iter(world.link_batches))
-        channel.stream_unary("/identity.v1.EventService/TrackStream",
-                             request_serializer=events_pb2.TrackStreamRequest.SerializeToString,
-                             response_deserializer=None)(iter(world.event_batches))
+    with bench_triggers.served(world, args.workers, args.read_workers) as server:
         print(f"{args.persons:,} persons, {args.threads} client threads, read pool "
               f"{args.read_workers or 'off'}; per call: server CPU (user + system), switches")
         for _ in range(args.rounds):
             for name, target, method, requests in (
-                    ("echo", echo_channel, bench_triggers.ECHO, [world.echo]),
-                    ("CheckTrigger", channel, bench_triggers.CHECK, world.checks),
-                    ("Resolve", channel, RESOLVE, resolves)):
-                before = process_counters(proc.pid)
+                    ("echo", server.echo_channel, bench_triggers.ECHO, [world.echo]),
+                    ("CheckTrigger", server.channel, bench_triggers.CHECK, world.checks),
+                    ("Resolve", server.channel, RESOLVE, resolves)):
+                before = process_counters(server.proc.pid)
                 elapsed, calls = bench_triggers.unary(target, method, requests, args.threads,
                                                       args.seconds, [0])
-                after = process_counters(proc.pid)
+                after = process_counters(server.proc.pid)
                 n = len(calls)
                 user, system, voluntary, involuntary = (b - a for a, b in zip(before, after))
                 print(f"  {name:<13} {n / elapsed:7,.0f} calls/s   CPU {(user + system) / n * 1e6:5.0f}"
                       f" µs (user {user / n * 1e6:4.0f}, system {system / n * 1e6:4.0f})   "
                       f"switches {voluntary / n:5.1f} voluntary, {involuntary / n:4.1f} involuntary",
                       flush=True)
-        echo_channel.close()
-        raw.close()
-    finally:
-        proc.stdin.close()
-        proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

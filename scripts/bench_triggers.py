@@ -39,6 +39,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -212,16 +215,24 @@ def synced_commits(folder: Path, count: int = 200) -> tuple[float, float]:
     return took[count // 2] * 1000, took[int(0.99 * (count - 1))] * 1000
 
 
-def run(args: argparse.Namespace) -> None:
-    t0 = time.perf_counter()
-    world = World(args.persons, args.seed, args.batch)
-    print(f"world: {args.persons:,} persons, {world.events:,} events "
-          f"(built in {time.perf_counter() - t0:.1f}s); server in a subprocess; "
-          f"{os.cpu_count()} cores; {args.threads} client threads; sync on")
-    folder = Path(tempfile.mkdtemp(prefix="bench-triggers-", dir=args.tmp))
+@dataclass
+class Served:
+    """The benchmark's server, its world loaded: channels to it and to its echo."""
+
+    proc: subprocess.Popen
+    channel: grpc.Channel  # sends the benchmark's API key
+    echo_channel: grpc.Channel
+    folder: Path  # the temporary folder holding its data, removed afterwards
+    load_seconds: float
+
+
+@contextmanager
+def served(world: World, workers: int, read_workers: int, tmp: str | None = None
+           ) -> Iterator[Served]:
+    """``serve_main`` in a subprocess over a fresh folder, with ``world`` streamed in."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-triggers-", dir=tmp))
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(folder / "data"),
-                             "--workers", str(args.workers),
-                             "--read-workers", str(args.read_workers)],
+                             "--workers", str(workers), "--read-workers", str(read_workers)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port, echo_port = map(int, proc.stdout.readline().split()[1:3])
@@ -231,16 +242,31 @@ def run(args: argparse.Namespace) -> None:
         grpc.channel_ready_future(raw).result(timeout=30)
         channel = authorized(raw)
         echo_channel = grpc.insecure_channel(f"127.0.0.1:{echo_port}")
-        stub_link = channel.stream_unary("/identity.v1.IdentityService/LinkStream",
-                                         request_serializer=identity_pb2.LinkStreamRequest
-                                         .SerializeToString, response_deserializer=None)
-        stub_track = channel.stream_unary("/identity.v1.EventService/TrackStream",
-                                          request_serializer=events_pb2.TrackStreamRequest
-                                          .SerializeToString, response_deserializer=None)
-        t0 = time.perf_counter()
-        stub_link(iter(world.link_batches))
-        stub_track(iter(world.event_batches))
-        print(f"loaded in {time.perf_counter() - t0:.1f}s\n")
+        began = time.perf_counter()
+        channel.stream_unary("/identity.v1.IdentityService/LinkStream",
+                             request_serializer=identity_pb2.LinkStreamRequest.SerializeToString,
+                             response_deserializer=None)(iter(world.link_batches))
+        channel.stream_unary("/identity.v1.EventService/TrackStream",
+                             request_serializer=events_pb2.TrackStreamRequest.SerializeToString,
+                             response_deserializer=None)(iter(world.event_batches))
+        yield Served(proc, channel, echo_channel, folder, time.perf_counter() - began)
+        echo_channel.close()
+        raw.close()
+    finally:
+        proc.stdin.close()
+        proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    world = World(args.persons, args.seed, args.batch)
+    print(f"world: {args.persons:,} persons, {world.events:,} events "
+          f"(built in {time.perf_counter() - t0:.1f}s); server in a subprocess; "
+          f"{os.cpu_count()} cores; {args.threads} client threads; sync on")
+    with served(world, args.workers, args.read_workers, args.tmp) as server:
+        print(f"loaded in {server.load_seconds:.1f}s\n")
+        channel, echo_channel, folder = server.channel, server.echo_channel, server.folder
         audience = channel.stream_stream(
             "/identity.v1.TriggerService/FilterAudience",
             request_serializer=triggers_pb2.FilterAudienceRequest.SerializeToString,
@@ -268,12 +294,6 @@ def run(args: argparse.Namespace) -> None:
             summary = replies[-1].summary
             print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.2f}" for k, v in results.items())
                   + f"; audience sent {summary.send:,}, suppressed {summary.suppressed:,}")
-        echo_channel.close()
-        raw.close()
-    finally:
-        proc.stdin.close()
-        proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"\nmedians of {args.repeat} (ratios: median of each repetition's ratio to its echo):")
