@@ -10,7 +10,7 @@ from identity.app import App
 from identity.errors import IdentityError, InvalidArgument
 from identity.events import Channel
 from identity.local_time import Period, QuietWindow
-from identity.rpc.convert import ms_of
+from identity.rpc.convert import ms_of, set_ms
 from identity.rpc.status import status_of, translate_errors
 from identity.suppression import Decision
 from identity.trigger_rules import Cap, CapScope, PurchaseMatch, TriggerKind, TriggerRule
@@ -18,12 +18,6 @@ from identity.triggers import Audience, Recipient
 from identity.v1 import triggers_pb2, triggers_pb2_grpc
 
 __all__ = ["TriggerServicer", "add_to_server", "rule_of", "rule_pb"]
-
-
-def _set_ms(timestamp, ms: int) -> None:
-    """Fill a Timestamp in place: cheaper than building one and copying it in."""
-    seconds, rest = divmod(ms, 1000)
-    timestamp.seconds, timestamp.nanos = seconds, rest * 1_000_000
 
 
 def _decision_pb(decision: Decision) -> triggers_pb2.CheckTriggerResponse:
@@ -35,12 +29,12 @@ def _decision_pb(decision: Decision) -> triggers_pb2.CheckTriggerResponse:
         message = add(code=int(reason.code), detail=reason.detail,
                       attributes=dict(reason.attributes))
         if reason.until_ms is not None:
-            _set_ms(message.until, reason.until_ms)
+            set_ms(message.until, reason.until_ms)
     if decision.address is not None:
         reply.address.kind = int(decision.address.kind)
         reply.address.value = decision.address.value
     if decision.next_allowed_ms is not None:
-        _set_ms(reply.next_allowed, decision.next_allowed_ms)
+        set_ms(reply.next_allowed, decision.next_allowed_ms)
     return reply
 
 
@@ -49,7 +43,7 @@ def _recipient_pb(r: Recipient) -> triggers_pb2.Recipient:
     message.address.kind = int(r.address.kind)
     message.address.value = r.address.value
     if r.next_allowed_ms is not None:
-        _set_ms(message.next_allowed, r.next_allowed_ms)
+        set_ms(message.next_allowed, r.next_allowed_ms)
     return message
 
 
