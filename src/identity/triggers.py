@@ -259,4 +259,4 @@ class Triggers:
     def rule_for(self, trigger: int, campaign: str) -> tuple[TriggerRule, str]:
         if trigger and trigger not in _TRIGGER_KINDS:
             raise InvalidArgument.field("trigger", f"unknown trigger kind {trigger}")
-        return self.rules.rule_for(TriggerKind(trigger) if trigger else None, campaign.strip())
+        return self.rules.rule_for(_TRIGGER_KINDS[trigger] if trigger else None, campaign.strip())
