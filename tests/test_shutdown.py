@@ -11,14 +11,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 from lmdb.verify import verify
 
-from identity.client import IdentityClient, link_request
-from identity.v1 import identity_pb2
+from identity.client import IdentityClient, identifier, link_request, with_api_key
+from identity.v1 import identity_pb2, identity_pb2_grpc
 
 BATCH = 50
 
@@ -54,6 +56,10 @@ class _Server:
         self.log.close()
         return self.proc.returncode, out
 
+    def log_tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -67,20 +73,28 @@ def _links(batch: int) -> list[identity_pb2.LinkRequest]:
 
 
 def _until_refused(server: _Server) -> None:
-    """Make new calls, each on a new channel, until the server's port refuses one.
+    """Make new calls, each over a new connection, until the server's port refuses one.
 
     A call that reaches the server just as it begins to stop, before a handler takes it,
-    is cancelled by gRPC instead (never run); anything else is a failure.
-    """
-    for _ in range(10_000):  # bounded; a draining server refuses at once
-        with server.client() as client:
+    is cancelled by gRPC instead (never run); anything else is a failure. Each probe
+    channel keeps its own connection: gRPC otherwise shares one between channels to the
+    same address, and calls on it would not test the port."""
+    nobody = identity_pb2.ResolveRequest(identifier=identifier("email:nobody@example.com"))
+    seen: Counter[str] = Counter()
+    deadline = time.monotonic() + 30  # the grace period is 5 s; a draining server refuses
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(server.address,
+                                   options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = identity_pb2_grpc.IdentityServiceStub(with_api_key(channel, server.key or ""))
             try:
-                client.resolve("email:nobody@example.com")
+                stub.Resolve(nobody, timeout=10)
             except grpc.RpcError as exc:
+                seen[exc.code().name] += 1
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     return
                 assert exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED), exc
-    raise AssertionError("the server kept accepting new calls after SIGTERM")
+    raise AssertionError(f"the server kept accepting new calls 30 s after SIGTERM: {dict(seen)}"
+                         f"\nits log ends:\n{server.log_tail()}")
 
 
 class _Unary(threading.Thread):

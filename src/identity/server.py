@@ -31,6 +31,9 @@ __all__ = ["QUICK_READS", "READ_WORKERS", "call_gate", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 5.0
+# Python runs a signal handler only when the main thread executes bytecode; a signal the
+# kernel hands to another thread would not wake a main thread asleep in an untimed wait.
+SIGNAL_POLL_SECONDS = 0.5
 # Unary reads that only compute run on a small pool of their own. On the shared pool, a
 # dozen of them would hold and hand over the GIL by turns (py-lmdb drops it on every read),
 # paying a context switch each time; two threads keep a core busy with no such churn.
@@ -125,7 +128,8 @@ def serve(app: App, address: str, metrics_address: str | None = None) -> None:
     print(f"identity serving on {host}:{port} (data: {app.store.path})", flush=True)
     if dev_key:
         print(f"development admin key (also in {dev_key.path}): {dev_key.secret}", flush=True)
-    stopped.wait()
+    while not stopped.wait(SIGNAL_POLL_SECONDS):
+        pass
     server.stop(GRACE_SECONDS).wait()
     if endpoint:
         endpoint.stop()
