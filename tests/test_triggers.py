@@ -277,6 +277,29 @@ def test_rules_from_config_and_rpc_survive_restart(make_server):
         assert [r.campaign for r in listed.rules] == ["vip", ""]
 
 
+def test_sends_before_a_restart_still_count_after_it(make_server):
+    """The log's in-memory marks of which nodes have sends are rebuilt from LMDB on start."""
+    server = make_server()
+    cap = tr.FrequencyCap(scope=tr.CAP_SCOPE_CHANNEL, channel=ev.EVENT_CHANNEL_PUSH, limit=1,
+                          period=tr.CAP_PERIOD_DAY)
+    with IdentityClient(server.address) as client:
+        client.set_trigger_rule(rule(caps=[cap]))
+        client.link("customer_id:C-R", "device_id:r1", "device_id:r2", "device_id:r3",
+                    observed_at=NOON - HOUR)
+        client.link("customer_id:C-S", "device_id:s1", observed_at=NOON - HOUR)
+        client.record_send("device_id:r2", "push", campaign="a", sent_at=NOON - 2 * HOUR)
+        before = client.check_trigger("device_id:r3", "back_in_stock", "push",
+                                      products=["K-1"], now=NOON)
+    server = server.restart()
+    with IdentityClient(server.address) as client:
+        after = client.check_trigger("device_id:r3", "back_in_stock", "push",
+                                     products=["K-1"], now=NOON)
+        other = client.check_trigger("device_id:s1", "back_in_stock", "push",
+                                     products=["K-1"], now=NOON)
+    assert codes(before) == codes(after) == ["channel_cap"]
+    assert other.verdict == SEND
+
+
 def test_bad_rule_and_bad_check_name_the_field(client: IdentityClient):
     with pytest.raises(grpc.RpcError) as bad_rule:
         client.set_trigger_rule(rule(quiet_hours=[tr.QuietHours(channel=ev.EVENT_CHANNEL_PUSH,

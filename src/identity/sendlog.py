@@ -31,6 +31,7 @@ _KEY = struct.Struct(">QQQ")  # node, time ms, seq
 _PREFIX = struct.Struct(">Q")
 _RECORD = struct.Struct("<BBBBQ")  # status, channel, trigger, flags, subject
 _NEXT_SEQ = b"next_send_seq"
+_LAST_NODE = (1 << 64) - 1
 _TRANSACTIONAL = 1
 RESERVED = 1
 SENT = 2
@@ -83,12 +84,42 @@ def _unpack(key: bytes, value: bytes) -> Send:
 
 
 class SendLog:
-    """Reads and writes inside the caller's transaction; holds no state of its own."""
+    """Reads and writes inside the caller's transaction; remembers which nodes have sends.
+
+    Most persons have never been sent anything on most of their identifiers, yet
+    finding that out costs a cursor per node per decision. So the log keeps one byte
+    per node id, set when a send to that node is first written, before its
+    transaction commits: a snapshot that can see a send always finds its node marked.
+    Marks are never cleared (a released send leaves its node marked, and it is simply
+    read), so they can only cost a read, never hide a send."""
+
+    def __init__(self) -> None:
+        self._sent_to = bytearray()  # grown in place; one byte per node id up to the highest
+
+    def load(self, tx: Txn) -> None:
+        """Mark every node the stored log has a send for (one cursor per such node)."""
+        node = 0
+        while node < _LAST_NODE:
+            first = next(tx.items("sends", start=_PREFIX.pack(node)), None)
+            if first is None:
+                return
+            node = _PREFIX.unpack_from(first[0])[0]
+            self._mark(node)
+            node += 1
+
+    def _mark(self, node: int) -> None:
+        sent_to = self._sent_to
+        if node >= len(sent_to):
+            sent_to.extend(bytes(max(node + 1 - len(sent_to), len(sent_to))))
+        sent_to[node] = 1
 
     def recent(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> list[Send]:
         """Sends to any of ``nodes`` at or after ``since_ms``, oldest first per node."""
         sends: list[Send] = []
+        sent_to, marked = self._sent_to, len(self._sent_to)
         for node in nodes:
+            if node >= marked or not sent_to[node]:
+                continue  # never sent anything
             prefix = _PREFIX.pack(node)
             start = _KEY.pack(node, max(since_ms, 0), 0)
             sends.extend(_unpack(k, v) for k, v in tx.items("sends", start=start, prefix=prefix))
@@ -97,7 +128,10 @@ class SendLog:
     def keys_since(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> tuple[bytes, ...]:
         """Keys of the sends ``recent`` would return, without decoding them."""
         keys: list[bytes] = []
+        sent_to, marked = self._sent_to, len(self._sent_to)
         for node in nodes:
+            if node >= marked or not sent_to[node]:
+                continue
             prefix = _PREFIX.pack(node)
             start = _KEY.pack(node, max(since_ms, 0), 0)
             keys.extend(bytes(k) for k, _ in tx.items("sends", start=start, prefix=prefix))
@@ -110,6 +144,7 @@ class SendLog:
         seq = _PREFIX.unpack(raw)[0] if raw else 1
         tx.put("meta", _NEXT_SEQ, _PREFIX.pack(seq + 1))
         key = _KEY.pack(node, max(time_ms, 0), seq)
+        self._mark(node)  # before the commit: no snapshot sees this send unmarked
         flags = _TRANSACTIONAL if transactional else 0
         tx.put("sends", key, _RECORD.pack(status, channel, trigger, flags, subject)
                + campaign.encode())

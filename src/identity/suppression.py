@@ -267,6 +267,8 @@ class Suppression:
         """Dedupe and caps, over the send log and message events of every identifier."""
         now = check.now_ms
         sent = self._sent(tx, sends, messages, horizon)
+        if not sent and all(cap.limit for cap in caps):
+            return []  # nothing went out in any window: no duplicate, no cap reached
         reasons = []
         if rule.dedupe_window_ms and check.trigger:
             subject = check.subject

@@ -88,6 +88,7 @@ class Triggers:
         self._segment_cache: dict[tuple[str, int], tuple[float, object]] = {}
         with store.read() as tx:
             self.rules.load(tx)
+            self.sends.load(tx)
 
     # -- CheckTrigger ------------------------------------------------------
 
