@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -115,27 +115,20 @@ class SendLog:
 
     def recent(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> list[Send]:
         """Sends to any of ``nodes`` at or after ``since_ms``, oldest first per node."""
-        sends: list[Send] = []
+        return [_unpack(k, v) for k, v in self._since(tx, nodes, since_ms)]
+
+    def keys_since(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> tuple[bytes, ...]:
+        """Keys of the sends ``recent`` would return, without decoding them."""
+        return tuple(bytes(k) for k, _ in self._since(tx, nodes, since_ms))
+
+    def _since(self, tx: Txn, nodes: Iterable[int], since_ms: int
+               ) -> Iterator[tuple[bytes, bytes]]:
         sent_to, marked = self._sent_to, len(self._sent_to)
         for node in nodes:
             if node >= marked or not sent_to[node]:
                 continue  # never sent anything
-            prefix = _PREFIX.pack(node)
-            start = _KEY.pack(node, max(since_ms, 0), 0)
-            sends.extend(_unpack(k, v) for k, v in tx.items("sends", start=start, prefix=prefix))
-        return sends
-
-    def keys_since(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> tuple[bytes, ...]:
-        """Keys of the sends ``recent`` would return, without decoding them."""
-        keys: list[bytes] = []
-        sent_to, marked = self._sent_to, len(self._sent_to)
-        for node in nodes:
-            if node >= marked or not sent_to[node]:
-                continue
-            prefix = _PREFIX.pack(node)
-            start = _KEY.pack(node, max(since_ms, 0), 0)
-            keys.extend(bytes(k) for k, _ in tx.items("sends", start=start, prefix=prefix))
-        return tuple(keys)
+            yield from tx.items("sends", start=_KEY.pack(node, max(since_ms, 0), 0),
+                                prefix=_PREFIX.pack(node))
 
     def append(self, tx: WriteTxn, node: int, time_ms: int, *, status: int, channel: int,
                trigger: int, transactional: bool, subject: int, campaign: str) -> bytes:
