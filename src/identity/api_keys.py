@@ -26,6 +26,7 @@ __all__ = ["ApiKey", "ApiKeys", "IssuedKey", "Role", "digest_of", "new_key", "pa
 
 PREFIX = "idk"
 MAX_LABEL_LENGTH = 128
+MAX_VERIFIED = 4096  # presented keys remembered as verified (then the memory starts over)
 _DUMMY_DIGEST = bytes(32)
 
 
@@ -122,6 +123,9 @@ class ApiKeys:
         self._known: dict[str, ApiKey] = {}
         self._generation = 0
         self._known_lock = threading.Lock()
+        # Keys as presented that verified, so a caller's next call skips the digest; dropped
+        # with every revocation (a revoked key is verified afresh, and refused).
+        self._verified: dict[str, ApiKey] = {}
 
     def create(self, roles: Iterable[Role], label: str = "") -> IssuedKey:
         roles = frozenset(roles)
@@ -159,6 +163,20 @@ class ApiKeys:
 
     def verify(self, presented: str) -> ApiKey | None:
         """The key ``presented`` names, if its secret matches and it is not revoked."""
+        key = self._verified.get(presented)
+        if key is not None:
+            return key
+        generation = self._generation
+        key = self._verify(presented)
+        if key is not None:
+            with self._known_lock:
+                if generation == self._generation:  # no revocation committed meanwhile
+                    if len(self._verified) >= MAX_VERIFIED:
+                        self._verified.clear()
+                    self._verified[presented] = key
+        return key
+
+    def _verify(self, presented: str) -> ApiKey | None:
         parsed = parse_key(presented)
         key_id, secret = parsed if parsed else ("", presented)
         key = self.provisioned.get(key_id) or self._known.get(key_id)
@@ -180,6 +198,7 @@ class ApiKeys:
         with self._known_lock:
             self._generation += 1
             self._known.pop(key_id, None)
+            self._verified = {}
 
     @staticmethod
     def _stored(tx: Txn, key_id: str) -> ApiKey | None:

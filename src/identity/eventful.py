@@ -17,6 +17,7 @@ whose own write has not been acknowledged yet, as if it had arrived a moment lat
 from __future__ import annotations
 
 import threading
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from identity.events import EventType
 
 __all__ = ["EventfulNodes"]
 
+T = TypeVar("T")
 _KINDS = np.array([EventType.ORDER, EventType.MESSAGE, EventType.ATTRIBUTES], np.uint8)
 
 
@@ -60,3 +62,9 @@ class EventfulNodes:
         """False only when ``node`` has no such row as of the last refresh."""
         mask = self._mask
         return node < len(mask) and bool(mask[node])
+
+    def pick(self, nodes: dict[int, T]) -> dict[int, T]:
+        """The entries of ``nodes`` whose node may have such rows (``self(node)`` is True)."""
+        mask = self._mask
+        size = len(mask)
+        return {n: v for n, v in nodes.items() if n < size and mask[n]}

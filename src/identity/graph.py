@@ -138,10 +138,15 @@ class IdentityGraph:
         return NodeInfo(node, Identifier(Kind(kind), value), root, first, last)
 
     def root_of(self, tx: Txn, node: int) -> int:
+        return self.locate(tx, node)[0]
+
+    def locate(self, tx: Txn, node: int) -> tuple[int, tuple[int, bytes]]:
+        """The root of ``node``, and the node with its record for ``person(seen=...)``: the
+        person read that follows need not read that record again."""
         raw = tx.get("nodes", _U64.pack(node))
         if raw is None:
             raise NotFound(f"no node {node}")
-        return _NODE.unpack_from(raw)[0]
+        return _NODE.unpack_from(raw)[0], (node, raw)
 
     def members(self, tx: Txn, root: int) -> array:
         """Node ids of the person rooted at ``root``."""
@@ -151,13 +156,15 @@ class IdentityGraph:
         person = self._person(tx, root)
         return self._value(tx, person.customer) if person.customer else f"P{root}"
 
-    def person(self, tx: Txn, root: int) -> PersonView:
+    def person(self, tx: Txn, root: int, seen: tuple[int, bytes] | None = None) -> PersonView:
+        """The person rooted at ``root``; ``seen`` is a member already read (``locate``)."""
         person = self._person(tx, root)
         get, pack, unpack, head, kinds = tx.get, _U64.pack, _NODE.unpack_from, _NODE.size, _KIND_OF
         infos = []
         customer_node, customer = person.customer, ""
+        seen_node, seen_raw = seen if seen is not None else (-1, None)
         for node in person.stored_members():  # node_info for each, inlined: Resolve's hot loop
-            raw = get("nodes", pack(node))
+            raw = seen_raw if node == seen_node else get("nodes", pack(node))
             if raw is None:
                 raise NotFound(f"no node {node}")
             node_root, kind, first, last = unpack(raw)
@@ -171,7 +178,8 @@ class IdentityGraph:
         node = self.node_of(tx, identifier)
         if node is None:
             raise NotFound(f"unknown identifier {identifier}")
-        return self.person(tx, self.root_of(tx, node))
+        root, seen = self.locate(tx, node)
+        return self.person(tx, root, seen)
 
     def root_of_person_id(self, tx: Txn, person_id: str) -> int:
         """The current root of a person id, current or retired by a merge."""

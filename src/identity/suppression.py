@@ -30,6 +30,7 @@ from identity.decisions import (
     Decision, Draft, Reading, Reason, ReasonCode, SendOutcome, SendReport, TriggerCheck, Verdict,
 )
 from identity.event_store import CONSENT_SLOT, EventStore
+from identity.eventful import EventfulNodes
 from identity.events import Channel, EventType, MessageAction, StoredEvent
 from identity.graph import IdentityGraph, NodeInfo
 from identity.identifiers import Identifier, Kind
@@ -91,7 +92,7 @@ class Suppression:
         return draft.decision
 
     def draft(self, tx: Txn, check: TriggerCheck,
-              eventful: Callable[[int], bool] | None = None) -> Draft:
+              eventful: EventfulNodes | None = None) -> Draft:
         """The decision without reserving, and what it read (none for replays, unknowns).
 
         ``eventful`` as for ``decide``; only for read snapshots, never inside a write job
@@ -107,8 +108,8 @@ class Suppression:
             return Draft(Decision(Verdict.SUPPRESS, (Reason(
                 ReasonCode.UNKNOWN_IDENTIFIER, f"{check.identifier} is not known"),),
                 rule=rule.name))
-        decision, address_node, reading = self.decide(tx, self.graph.root_of(tx, node), check,
-                                                      rule, eventful)
+        root, seen = self.graph.locate(tx, node)
+        decision, address_node, reading = self.decide(tx, root, check, rule, eventful, seen)
         return Draft(decision, rule, address_node, reading)
 
     def reserve(self, tx: WriteTxn, check: TriggerCheck, draft: Draft,
@@ -134,18 +135,20 @@ class Suppression:
         return decision, decision.to_json() if check.idempotency_key else b""
 
     def decide(self, tx: Txn, root: int, check: TriggerCheck, rule: TriggerRule,
-               eventful: Callable[[int], bool] | None = None) -> tuple[Decision, int, Reading]:
+               eventful: EventfulNodes | None = None, seen: tuple[int, bytes] | None = None
+               ) -> tuple[Decision, int, Reading]:
         """The decision for the person rooted at ``root``, the node of its address, and
         what it read that a concurrent reservation could change.
 
         ``eventful``, when given, is False for nodes known to have no order, message
         event or attribute statement: their events and attributes are not read (an
-        audience knows them from the event columns, which saves most of the reads)."""
-        person = self.graph.person(tx, root)
+        audience knows them from the event columns, which saves most of the reads).
+        ``seen``: a member node already read (``IdentityGraph.locate``)."""
+        person = self.graph.person(tx, root, seen)
         infos = person.identifiers
-        members = tuple(i.node for i in infos)
         nodes = {i.node: i.identifier for i in infos}
-        read = nodes if eventful is None else {n: i for n, i in nodes.items() if eventful(n)}
+        members = tuple(nodes)
+        read = nodes if eventful is None else eventful.pick(nodes)
         attributes, consents = self.profiles.attributes(tx, read) if read else ({}, {})
         tz_name = attributes.get("time_zone") or self.rules.shop_time_zone
         try:
@@ -182,12 +185,12 @@ class Suppression:
             reasons.append(Reason(
                 ReasonCode.QUIET_HOURS, f"quiet hours {window} in {tz_name} until {_iso(quiet)}",
                 quiet, (("window", str(window)), ("time_zone", tz_name))))
-        if any(r.code is not ReasonCode.QUIET_HOURS for r in reasons):
-            verdict, next_allowed = Verdict.SUPPRESS, None
-        elif reasons:
-            verdict, next_allowed = Verdict.DEFER, quiet
-        else:
+        if not reasons:
             verdict, next_allowed = Verdict.SEND, None
+        elif any(r.code is not ReasonCode.QUIET_HOURS for r in reasons):
+            verdict, next_allowed = Verdict.SUPPRESS, None
+        else:
+            verdict, next_allowed = Verdict.DEFER, quiet
         kept = address.identifier if address and verdict is not Verdict.SUPPRESS else None
         decision = Decision(verdict, tuple(reasons), person.person_id, kept, next_allowed,
                             rule=rule.name)
@@ -231,11 +234,12 @@ class Suppression:
     def _consent(self, tx: Txn, nodes: dict[int, Identifier], consents: dict[int, bool],
                  messages: list[StoredEvent], channel: Channel, rule: TriggerRule
                  ) -> list[Reason]:
+        consent = consents.get(int(channel)) if consents else None
         label = channel.name.lower()
-        if consents.get(int(channel)) is False:
+        if consent is False:
             return [Reason(ReasonCode.OPTED_OUT, f"withdrew consent to {label}")]
         unsubscribed = [e for e in messages if e.channel == channel
-                        and e.payload.action == MessageAction.UNSUBSCRIBED]
+                        and e.payload.action == MessageAction.UNSUBSCRIBED] if messages else ()
         if unsubscribed:  # newest first; it counts unless consent was granted after it
             event = unsubscribed[0]
             stated = [self.events.node_attributes(tx, n).get(CONSENT_SLOT + int(channel))
@@ -245,28 +249,26 @@ class Suppression:
                 return [Reason(ReasonCode.OPTED_OUT,
                                f"unsubscribed from {label} at {_iso(event.time_ms)}",
                                attributes=(("campaign", event.payload.campaign),))]
-        if channel in rule.consent_required and consents.get(int(channel)) is not True:
+        if consent is not True and channel in rule.consent_required:
             return [Reason(ReasonCode.NO_CONSENT, f"no consent to {label} on record")]
         return []
 
     def _windows(self, check: TriggerCheck, rule: TriggerRule, tz
-                 ) -> tuple[int, list[Cap], list[tuple[int, int]]]:
+                 ) -> tuple[int, tuple[Cap, ...], list[tuple[int, int]]]:
         """The caps that apply, their [start, end) windows, and the oldest time any
         window (or the dedupe window) reaches back to: sends before it cannot matter."""
         now = check.now_ms
-        caps = [] if rule.transactional else [
-            c for c in rule.caps if c.applies_to(check.channel)
-            and (c.scope is CapScope.CHANNEL or check.campaign)]
+        caps = rule.caps_for(check.channel, bool(check.campaign))
         bounds = [period_bounds(now, tz, c.period, c.rolling) for c in caps]
-        horizon = min([b[0] for b in bounds] + [now - rule.dedupe_window_ms])
-        return horizon, caps, bounds
+        horizon = min([start for start, _ in bounds], default=now)
+        return min(horizon, now - rule.dedupe_window_ms), caps, bounds
 
     def _history(self, tx: Txn, sends: list[Send], messages: list[StoredEvent],
-                 check: TriggerCheck, rule: TriggerRule, horizon: int, caps: list[Cap],
+                 check: TriggerCheck, rule: TriggerRule, horizon: int, caps: tuple[Cap, ...],
                  bounds: list[tuple[int, int]]) -> list[Reason]:
         """Dedupe and caps, over the send log and message events of every identifier."""
         now = check.now_ms
-        sent = self._sent(tx, sends, messages, horizon)
+        sent = self._sent(tx, sends, messages, horizon) if sends or messages else []
         if not sent and all(cap.limit for cap in caps):
             return []  # nothing went out in any window: no duplicate, no cap reached
         reasons = []
@@ -372,6 +374,9 @@ def _matching_line(lines, products: set[str], categories: tuple[str, ...]
 
 def _address(infos: list[NodeInfo], channel: Channel) -> NodeInfo | None:
     """The identifier to send to: the most recently seen one of the channel's kind."""
-    kind = ADDRESS_KIND[channel]
-    candidates = [i for i in infos if i.identifier.kind is kind]
-    return max(candidates, key=lambda i: (i.last_seen_ms, i.node)) if candidates else None
+    kind, best = ADDRESS_KIND[channel], None
+    for info in infos:
+        if info.identifier.kind is kind and (
+                best is None or (info.last_seen_ms, info.node) > (best.last_seen_ms, best.node)):
+            best = info
+    return best

@@ -25,6 +25,7 @@ import re
 import threading
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 from identity.errors import InvalidArgument
@@ -120,14 +121,32 @@ class TriggerRule:
     def key(self) -> bytes:
         return bytes((int(self.trigger or 0),)) + self.campaign.encode()
 
-    @property
+    # A rule never changes once made, so what every decision asks of it is worked out once
+    # per rule (``cached_property`` keeps it beside the fields, outside equality and hash).
+
+    @cached_property
     def name(self) -> str:
         """``abandoned_cart/*``, ``*/spring-sale``, ``*/*`` (the default)."""
         kind = self.trigger.name.lower() if self.trigger else "*"
         return f"{kind}/{self.campaign or '*'}"
 
+    @cached_property
+    def _per_channel(self) -> dict[tuple[Channel, bool], tuple[tuple[Cap, ...],
+                                                              QuietWindow | None]]:
+        return {(channel, campaign): (
+            () if self.transactional else tuple(
+                c for c in self.caps if c.applies_to(channel)
+                and (c.scope is CapScope.CHANNEL or campaign)),
+            next((w for c, w in self.quiet_hours if c == channel), None))
+            for channel in Channel for campaign in (False, True)}
+
+    def caps_for(self, channel: Channel, campaign: bool) -> tuple[Cap, ...]:
+        """The caps a message on ``channel`` counts against: campaign caps only for a
+        message of a campaign, none at all under a transactional rule."""
+        return self._per_channel[channel, campaign][0]
+
     def quiet_window(self, channel: Channel) -> QuietWindow | None:
-        return next((w for c, w in self.quiet_hours if c == channel), None)
+        return self._per_channel[channel, False][1]
 
     def to_dict(self) -> dict[str, Any]:
         """The config-file form (also the stored form)."""

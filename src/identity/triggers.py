@@ -98,33 +98,37 @@ class Triggers:
                  idempotency_key: str = "", require_trigger: bool = True, prefix: str = "",
                  now_field: str = "now") -> TriggerCheck:
         """A validated check without its identifier (fields named under ``prefix``)."""
-        if trigger and trigger not in _TRIGGER_KINDS:
-            raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}")
-        if require_trigger and not trigger:
+        if trigger:
+            if trigger not in _TRIGGER_KINDS:
+                raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}")
+        elif require_trigger:
             raise InvalidArgument.field(f"{prefix}trigger", "is required")
         if channel not in _CHANNEL_NUMBERS:
             raise InvalidArgument.field(f"{prefix}channel", "must be EMAIL, PUSH or SMS")
+        subjects = []  # (products, categories), stripped; most checks name a few of either
         for name, values in (("product_ids", products), ("categories", categories)):
             if len(values) > MAX_SUBJECTS:
                 raise InvalidArgument.field(f"{prefix}{name}", f"at most {MAX_SUBJECTS}")
-            for i, value in enumerate(values):
-                if not value.strip() or len(value) > MAX_TEXT:
+            stripped = [value.strip() for value in values]
+            for i, value in enumerate(stripped):
+                if not value or len(values[i]) > MAX_TEXT:
                     raise InvalidArgument.field(f"{prefix}{name}[{i}]",
                                                 f"empty or longer than {MAX_TEXT} characters")
-        for name, value in (("campaign", campaign), ("scenario", scenario),
-                            ("idempotency_key", idempotency_key)):
-            if len(value) > MAX_TEXT:
-                raise InvalidArgument.field(f"{prefix}{name}",
-                                            f"longer than {MAX_TEXT} characters")
+            subjects.append(stripped)
+        if max(len(campaign), len(scenario), len(idempotency_key)) > MAX_TEXT:
+            for name, value in (("campaign", campaign), ("scenario", scenario),
+                                ("idempotency_key", idempotency_key)):
+                if len(value) > MAX_TEXT:
+                    raise InvalidArgument.field(f"{prefix}{name}",
+                                                f"longer than {MAX_TEXT} characters")
         for name, ms in ((now_field, now_ms_), ("event_time", event_ms)):
             if ms is not None and not 0 <= ms <= LATEST_MS:  # calendar days end in 9999
                 raise InvalidArgument.field(f"{prefix}{name}", "must be between 1970 and 9999")
         now = now_ms() if now_ms_ is None else now_ms_
         return TriggerCheck(  # members looked up directly: calling an enum class costs more
             None, _TRIGGER_KINDS[trigger] if trigger else None, _CHANNELS[channel], now,
-            campaign.strip(), scenario.strip(), tuple(p.strip() for p in products),
-            tuple(c.strip().strip("/") for c in categories), event_ms, reserve,
-            idempotency_key)
+            campaign.strip(), scenario.strip(), tuple(subjects[0]),
+            tuple([c.strip("/") for c in subjects[1]]), event_ms, reserve, idempotency_key)
 
     def check(self, who: tuple[int, str], template: TriggerCheck) -> Decision:
         check = template.about(self.identify(who[0], who[1], "identifier"))
