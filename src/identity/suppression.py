@@ -160,11 +160,12 @@ class Suppression:
         since = self._purchases_since(check, rule)
         types = _MESSAGES if since is None else _MESSAGES_AND_ORDERS
         events = self.events.history(tx, read, types=types, limit=_ALL)[0] if read else []
-        messages = [e for e in events if e.type == EventType.MESSAGE]
+        messages = [e for e in events if e.type == EventType.MESSAGE] if events else events
         reasons: list[Reason] = []
-        if since is not None:
+        if since is not None and events:
             orders = [e for e in events if e.type == EventType.ORDER and e.time_ms >= since]
-            reasons += self._purchases(tx, orders, check, rule)
+            if orders:
+                reasons += self._purchases(tx, orders, check, rule)
         if not rule.transactional:
             reasons += self._consent(tx, nodes, consents, messages, check.channel, rule)
         address = _address(infos, check.channel)
@@ -194,7 +195,7 @@ class Suppression:
         kept = address.identifier if address and verdict is not Verdict.SUPPRESS else None
         decision = Decision(verdict, tuple(reasons), person.person_id, kept, next_allowed,
                             rule=rule.name)
-        reading = Reading(root, members, horizon, tuple(s.key for s in sends))
+        reading = Reading(root, members, horizon, tuple([s.key for s in sends]) if sends else ())
         return decision, (address.node if address else root), reading
 
     # -- the reasons -------------------------------------------------------

@@ -261,6 +261,9 @@ DEFAULT_RULE = TriggerRule(
 )
 
 
+MAX_FOUND = 4096  # (trigger, campaign) lookups remembered by a RuleBook
+
+
 class RuleBook:
     """The default, the configured and the stored rules; safe to read from any thread."""
 
@@ -280,6 +283,9 @@ class RuleBook:
         except InvalidArgument as exc:
             raise ValueError(f"[triggers]: {exc}") from None
         self._stored: dict[bytes, TriggerRule] = {}
+        # (trigger, campaign) -> what rule_for found; a new one whenever the stored rules
+        # change (set after them, so a lookup that sees it sees the rules it was made for).
+        self._found: dict[tuple[TriggerKind | None, str], tuple[TriggerRule, str]] = {}
         self._lock = threading.Lock()
 
     def load(self, tx: Txn) -> None:
@@ -289,9 +295,20 @@ class RuleBook:
             stored[bytes(key)] = rule_from_dict(json.loads(value), self.default)
         with self._lock:
             self._stored = stored
+            self._found = {}
 
     def rule_for(self, trigger: TriggerKind | None, campaign: str) -> tuple[TriggerRule, str]:
         """The rule that applies and its origin: ``stored``, ``config`` or ``default``."""
+        found = self._found
+        hit = found.get((trigger, campaign))
+        if hit is None:
+            hit = self._lookup(trigger, campaign)
+            if len(found) >= MAX_FOUND:
+                found.clear()
+            found[trigger, campaign] = hit
+        return hit
+
+    def _lookup(self, trigger: TriggerKind | None, campaign: str) -> tuple[TriggerRule, str]:
         kind = bytes((int(trigger or 0),))
         keys = [kind + campaign.encode(), b"\0" + campaign.encode(), kind, b"\0"]
         if not campaign:
@@ -313,6 +330,7 @@ class RuleBook:
         def publish() -> None:
             with self._lock:
                 self._stored = {**self._stored, rule.key: rule}
+                self._found = {}
 
         tx.on_commit(publish)
         return replaced
