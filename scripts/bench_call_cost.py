@@ -3,9 +3,10 @@
 
 The trigger benchmark's world (``bench_triggers.World``) is loaded into its server, run
 in a subprocess as there (sync on, the collector set as ``identity serve`` sets it, the
-echo in the same process); then the echo, ``CheckTrigger`` (read snapshot) and
-``Resolve`` (by device id; a quick read, on its own pool unless ``--read-workers 0``;
-the echo runs where ``CheckTrigger`` runs) are called from ``--threads`` client threads for
+echoes in the same process); then both echoes (on gRPC's shared pool and on a pool of two
+of its own), ``CheckTrigger`` (read snapshot; on its pool unless ``--check-workers 0``)
+and ``Resolve`` (by device id; a quick read, on its own pool unless ``--read-workers 0``)
+are called from ``--threads`` client threads for
 ``--seconds`` each, in ``--rounds`` alternating rounds. For each, the server process's
 CPU time and its threads' voluntary and involuntary context switches are read from
 ``/proc`` before and after, and divided by the calls made: the figures behind "Why a
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import bench_triggers  # noqa: E402
-from identity.server import READ_WORKERS  # noqa: E402
+from identity.server import CHECK_WORKERS, READ_WORKERS  # noqa: E402
 from identity.v1 import common_pb2, identity_pb2  # noqa: E402
 
 RESOLVE = "/identity.v1.IdentityService/Resolve"
@@ -61,17 +62,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16, help="server thread pool size")
     parser.add_argument("--read-workers", type=int, default=READ_WORKERS,
                         help="threads for the server's quick reads (0: the shared pool)")
+    parser.add_argument("--check-workers", type=int, default=CHECK_WORKERS,
+                        help="threads for the server's CheckTrigger (0: the shared pool)")
     args = parser.parse_args()
 
     world = bench_triggers.World(args.persons, seed=7, batch=1000)
     resolves = [identity_pb2.ResolveRequest(identifier=common_pb2.Identifier(
         kind=DEVICE, value=f"dev-{i}-a")).SerializeToString() for i in range(0, args.persons, 7)]
-    with bench_triggers.served(world, args.workers, args.read_workers) as server:
+    with bench_triggers.served(world, args.workers, args.read_workers,
+                               args.check_workers) as server:
         print(f"{args.persons:,} persons, {args.threads} client threads, read pool "
               f"{args.read_workers or 'off'}; per call: server CPU (user + system), switches")
         for _ in range(args.rounds):
             for name, target, method, requests in (
-                    ("echo", server.echo_channel, bench_triggers.ECHO, [world.echo]),
+                    *((name.replace("_", ", "), server.echo_channel, method, [world.echo])
+                      for name, method in bench_triggers.ECHOES.items()),
                     ("CheckTrigger", server.channel, bench_triggers.CHECK, world.checks),
                     ("Resolve", server.channel, RESOLVE, resolves)):
                 before = process_counters(server.proc.pid)
@@ -80,7 +85,7 @@ def main() -> None:
                 after = process_counters(server.proc.pid)
                 n = len(calls)
                 user, system, voluntary, involuntary = (b - a for a, b in zip(before, after))
-                print(f"  {name:<13} {n / elapsed:7,.0f} calls/s   CPU {(user + system) / n * 1e6:5.0f}"
+                print(f"  {name:<15} {n / elapsed:7,.0f} calls/s   CPU {(user + system) / n * 1e6:5.0f}"
                       f" µs (user {user / n * 1e6:4.0f}, system {system / n * 1e6:4.0f})   "
                       f"switches {voluntary / n:5.1f} voluntary, {involuntary / n:4.1f} involuntary",
                       flush=True)

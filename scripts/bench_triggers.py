@@ -7,7 +7,9 @@ ten a recorded push) is loaded into a server in a subprocess over a fresh LMDB
 folder with synced commits. Then, in the same run:
 
 - a trivial unary gRPC echo (a bare gRPC server in the server's process, no credentials
-  to check): calls/s, p99;
+  to check), twice: on gRPC's shared thread pool and on a pool of two threads of its own
+  (``benchlib``); calls/s, p99. Each ratio is to the faster of the two, so the server's
+  placement of ``CheckTrigger`` (``--check-workers``) cannot make the baseline slower;
 - ``CheckTrigger`` without reservation (one read snapshot per call): calls/s, p99;
 - ``CheckTrigger`` with ``reserve=true`` (decided on a snapshot, then one write job
   per call that re-validates and reserves, group committed): calls/s, p99;
@@ -51,10 +53,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from identity.rpc.convert import timestamp_of  # noqa: E402
 from identity.v1 import common_pb2, events_pb2, identity_pb2, triggers_pb2  # noqa: E402
-from benchlib import BENCH_KEYS, ECHO_METHOD, authorized, start_echo_server  # noqa: E402
-from identity.server import QUICK_READS, READ_WORKERS  # noqa: E402
+from benchlib import (  # noqa: E402
+    BENCH_KEYS, ECHO_METHOD, ECHO_ON_POOL_METHOD, authorized, start_echo_server)
+from identity.server import CHECK_WORKERS, READ_WORKERS  # noqa: E402
 
-ECHO = ECHO_METHOD
+ECHOES = {"echo_shared": ECHO_METHOD, "echo_pooled": ECHO_ON_POOL_METHOD}
 CHECK = "/identity.v1.TriggerService/CheckTrigger"
 NOON = 1_780_488_000_000  # 2026-06-03 12:00 UTC: outside the default quiet hours
 CID, EMAIL, DEVICE = 1, 2, 6
@@ -127,7 +130,7 @@ class World:
             yield message
 
 
-def serve_main(data: Path, workers: int, read_workers: int) -> None:
+def serve_main(data: Path, workers: int, read_workers: int, check_workers: int) -> None:
     """Subprocess mode: print the port, serve until stdin closes."""
     from identity.app import App
     from identity.config import Settings
@@ -136,12 +139,10 @@ def serve_main(data: Path, workers: int, read_workers: int) -> None:
 
     app = App.open(Settings.load(env={}, data_dir=data, map_size="2GiB", api_keys=BENCH_KEYS))
     server, port = create_server(app, "127.0.0.1:0", max_workers=workers,
-                                 read_workers=read_workers)
+                                 read_workers=read_workers, check_workers=check_workers)
     tune_for_serving()  # the collector set as ``identity serve`` sets it
     server.start()
-    # The echo runs where CheckTrigger runs: on the quick-read pool only if it is a quick read.
-    echo_server, echo_port = start_echo_server(
-        workers, read_workers if CHECK in QUICK_READS else 0)
+    echo_server, echo_port = start_echo_server(workers, 0)  # both echoes (ECHOES)
     print(f"PORT {port} {echo_port}", flush=True)
     sys.stdin.read()
     echo_server.stop(None).wait()
@@ -178,15 +179,15 @@ def unary(channel: grpc.Channel, method: str, requests: list[bytes], threads: in
 
 def interleaved(channel: grpc.Channel, echo_channel: grpc.Channel, world: World, threads: int,
                 seconds: float, slices: int, offset: list[int]) -> dict[str, tuple[float, float]]:
-    """Calls/s and p99 (ms) of echo, check and reserve, run in ``slices`` alternating
-    rounds of ``seconds / slices`` each, so that all three see the same machine load."""
+    """Calls/s and p99 (ms) of both echoes, check and reserve, run in ``slices``
+    alternating rounds of ``seconds / slices`` each, so all see the same machine load."""
     spent: dict[str, float] = {}
     latencies: dict[str, list[float]] = {}
     for _ in range(slices):
-        for name, method, requests in (("echo", ECHO, [world.echo]),
+        for name, method, requests in (*((e, m, [world.echo]) for e, m in ECHOES.items()),
                                        ("check", CHECK, world.checks),
                                        ("reserve", CHECK, world.reserving)):
-            elapsed, calls = unary(echo_channel if name == "echo" else channel, method,
+            elapsed, calls = unary(echo_channel if name in ECHOES else channel, method,
                                    requests, threads, seconds / slices,
                                    offset if name == "reserve" else [0])
             spent[name] = spent.get(name, 0.0) + elapsed
@@ -227,12 +228,13 @@ class Served:
 
 
 @contextmanager
-def served(world: World, workers: int, read_workers: int, tmp: str | None = None
-           ) -> Iterator[Served]:
+def served(world: World, workers: int, read_workers: int, check_workers: int = CHECK_WORKERS,
+           tmp: str | None = None) -> Iterator[Served]:
     """``serve_main`` in a subprocess over a fresh folder, with ``world`` streamed in."""
     folder = Path(tempfile.mkdtemp(prefix="bench-triggers-", dir=tmp))
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(folder / "data"),
-                             "--workers", str(workers), "--read-workers", str(read_workers)],
+                             "--workers", str(workers), "--read-workers", str(read_workers),
+                             "--check-workers", str(check_workers)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port, echo_port = map(int, proc.stdout.readline().split()[1:3])
@@ -264,7 +266,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"world: {args.persons:,} persons, {world.events:,} events "
           f"(built in {time.perf_counter() - t0:.1f}s); server in a subprocess; "
           f"{os.cpu_count()} cores; {args.threads} client threads; sync on")
-    with served(world, args.workers, args.read_workers, args.tmp) as server:
+    with served(world, args.workers, args.read_workers, args.check_workers, args.tmp) as server:
         print(f"loaded in {server.load_seconds:.1f}s\n")
         channel, echo_channel, folder = server.channel, server.echo_channel, server.folder
         audience = channel.stream_stream(
@@ -277,11 +279,11 @@ def run(args: argparse.Namespace) -> None:
             for threads in (args.threads, args.many):
                 measured = interleaved(channel, echo_channel, world, threads, args.seconds,
                                        args.slices, offset)
+                echo = max(measured[name][0] for name in ECHOES)  # the faster echo
                 for name, (rate, p99) in measured.items():
                     results.setdefault(f"{name}{threads}_rate", []).append(rate)
                     results.setdefault(f"{name}{threads}_p99", []).append(p99)
-                    if name != "echo":  # ratio to the echo interleaved with it, this rep
-                        echo = measured["echo"][0]
+                    if name not in ECHOES:  # ratio to the echoes interleaved with it, this rep
                         results.setdefault(f"{name}{threads}_ratio", []).append(rate / echo)
             p50, p99 = synced_commits(folder / f"commits{rep}")
             results.setdefault("commit_p50_ms", []).append(p50)
@@ -296,10 +298,13 @@ def run(args: argparse.Namespace) -> None:
                   + f"; audience sent {summary.send:,}, suppressed {summary.suppressed:,}")
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\nmedians of {args.repeat} (ratios: median of each repetition's ratio to its echo):")
+    print(f"\nmedians of {args.repeat} (ratios: median of each repetition's ratio to the "
+          "faster of its two echoes):")
     for threads in (args.threads, args.many):
-        print(f"  echo, {threads:>2} threads              {med[f'echo{threads}_rate']:>9,.0f} "
-              f"calls/s   p99 {med[f'echo{threads}_p99']:6.2f} ms")
+        for name in ECHOES:
+            label = name.replace("_", ", ")
+            print(f"  {label + ',':<21} {threads:>2} threads {med[f'{name}{threads}_rate']:>9,.0f} "
+                  f"calls/s   p99 {med[f'{name}{threads}_p99']:6.2f} ms")
         for name, label in (("check", "CheckTrigger"), ("reserve", "CheckTrigger reserve")):
             rate, ratio = med[f"{name}{threads}_rate"], med[f"{name}{threads}_ratio"]
             print(f"  {label + ',':<21} {threads:>2} threads {rate:>9,.0f} calls/s   p99 "
@@ -327,12 +332,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16, help="server thread pool size")
     parser.add_argument("--read-workers", type=int, default=READ_WORKERS,
                         help="threads for the server's quick reads (0: the shared pool)")
+    parser.add_argument("--check-workers", type=int, default=CHECK_WORKERS,
+                        help="threads for the server's CheckTrigger (0: the shared pool)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tmp", default=None, help="folder for the temporary LMDB data")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_main(Path(args.serve), args.workers, args.read_workers)
+        serve_main(Path(args.serve), args.workers, args.read_workers, args.check_workers)
     else:
         run(args)
 

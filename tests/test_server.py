@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from identity.client import IdentityClient
 from identity.rpc.identity_service import IdentityServicer
+from identity.rpc.trigger_service import TriggerServicer
 from identity.server import QUICK_READS
 from identity.v1 import events_pb2, identity_pb2, triggers_pb2
 
@@ -49,28 +50,31 @@ def test_quick_reads_are_unary_methods_that_exist() -> None:
         assert not methods[name].client_streaming and not methods[name].server_streaming
 
 
-def test_quick_reads_run_on_their_own_pool_and_writes_on_the_shared_one(make_server) -> None:
+def test_quick_reads_and_checks_run_on_pools_of_their_own_and_writes_on_the_shared_one(
+        make_server) -> None:
     ran_on: dict[str, str] = {}
-    originals = {m: getattr(IdentityServicer, m) for m in ("Resolve", "Link")}
+    originals = {(cls, m): getattr(cls, m) for cls, m in (
+        (IdentityServicer, "Resolve"), (IdentityServicer, "Link"),
+        (TriggerServicer, "CheckTrigger"))}
 
-    def spy(method: str):  # noqa: ANN202
-        inner = originals[method]
-
+    def spy(method: str, inner):  # noqa: ANN001, ANN202
         def on_thread(self, request, context):  # noqa: ANN001, ANN202
             ran_on[method] = threading.current_thread().name
             return inner(self, request, context)
         return on_thread
 
-    for method in originals:  # before the server binds its servicer's methods
-        setattr(IdentityServicer, method, spy(method))
+    for (cls, method), inner in originals.items():  # before the server binds the servicers
+        setattr(cls, method, spy(method, inner))
     try:
         with IdentityClient(make_server().address) as client:
             client.link("email:pool@example.com", "phone:+12025550188")
             client.resolve("email:pool@example.com")
+            client.check_trigger("email:pool@example.com", "abandoned_cart", "email")
     finally:
-        for method, inner in originals.items():
-            setattr(IdentityServicer, method, inner)
+        for (cls, method), inner in originals.items():
+            setattr(cls, method, inner)
     assert ran_on["Resolve"].startswith("read"), ran_on
+    assert ran_on["CheckTrigger"].startswith("check"), ran_on
     assert ran_on["Link"].startswith("rpc"), ran_on
 
 

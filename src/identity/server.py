@@ -27,7 +27,8 @@ from identity.rpc.decoding import DecodeGuard
 from identity.transport import check_plaintext_allowed, ensure_dev_key, server_credentials
 from identity.gc_policy import tune_for_serving
 
-__all__ = ["QUICK_READS", "READ_WORKERS", "call_gate", "create_server", "serve"]
+__all__ = ["CHECK_METHOD", "CHECK_WORKERS", "QUICK_READS", "READ_WORKERS", "call_gate",
+           "create_server", "serve"]
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 5.0
@@ -37,14 +38,17 @@ SIGNAL_POLL_SECONDS = 0.5
 # Unary reads that only compute run on a small pool of their own. On the shared pool, a
 # dozen of them would hold and hand over the GIL by turns (py-lmdb drops it on every read),
 # paying a context switch each time; two threads keep a core busy with no such churn.
-# Streams and writes, which wait on clients and commits, keep the shared pool, and so does
-# CheckTrigger: with reserve=true it waits for a commit, and two such waits behind a bulk
-# import's commit would hold up every Resolve.
+# Streams and writes, which wait on clients and commits, keep the shared pool.
 READ_WORKERS = 2
 QUICK_READS = frozenset({
     "/identity.v1.IdentityService/Resolve",
     "/identity.v1.EventService/GetProfile",
 })
+# CheckTrigger has a small pool of its own, for the same reason, apart from the quick
+# reads: with reserve=true a check waits there for its commit, and waits behind a bulk
+# import's commit may hold up other checks for that long, never a Resolve.
+CHECK_METHOD = "/identity.v1.TriggerService/CheckTrigger"
+CHECK_WORKERS = 2
 
 
 def _add_health(server: GatedServer, services: list[str]) -> health.HealthServicer:
@@ -65,10 +69,12 @@ def call_gate(app: App) -> list[Layer]:
 
 
 def create_server(app: App, address: str, max_workers: int = 16, gated: bool = True,
-                  read_workers: int = READ_WORKERS) -> tuple[grpc.Server, int]:
+                  read_workers: int = READ_WORKERS, check_workers: int = CHECK_WORKERS
+                  ) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) server with every service, health and reflection.
 
-    ``QUICK_READS`` run on a pool of ``read_workers`` threads (0: on the shared pool).
+    ``QUICK_READS`` run on a pool of ``read_workers`` threads and CheckTrigger on one of
+    ``check_workers`` (0: on the shared pool).
     ``gated=False`` leaves out the call gate; only a benchmark does that, to price it."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
@@ -79,10 +85,12 @@ def create_server(app: App, address: str, max_workers: int = 16, gated: bool = T
         ],
     )
     pools = {}
-    if read_workers:
-        reads = futures.ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="read")
-        weakref.finalize(server, reads.shutdown, wait=False)  # its threads go with the server
-        pools = dict.fromkeys(QUICK_READS, reads)
+    for methods, workers, name in ((QUICK_READS, read_workers, "read"),
+                                   ({CHECK_METHOD}, check_workers, "check")):
+        if workers:
+            pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+            weakref.finalize(server, pool.shutdown, wait=False)  # its threads go with the server
+            pools.update(dict.fromkeys(methods, pool))
     registry = GatedServer(server, call_gate(app) if gated else [], pools)
     services = [identity_service.add_to_server(app, registry)]
     services.append(event_service.add_to_server(app, registry))
