@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from identity.events import Channel
 from identity.identifiers import Identifier, Kind
@@ -79,8 +80,7 @@ class Decision:
         return cls(Verdict(d["v"]), reasons, d["p"], address, d["n"], d["s"], False, d["rule"])
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):  # a tuple: every check makes one
     """What a decision read that a concurrent reservation can change: the person's
     member nodes and the keys of their sends since ``horizon_ms`` (older ones match no
     window). Unchanged at commit time, the decision still holds (see ``reservations``)."""
@@ -91,8 +91,7 @@ class Reading:
     send_keys: tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
-class Draft:
+class Draft(NamedTuple):  # a tuple: every check makes one
     """A decision not yet reserved; ``reading`` is None for replays and unknown identifiers."""
 
     decision: Decision

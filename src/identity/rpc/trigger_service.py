@@ -22,17 +22,16 @@ __all__ = ["TriggerServicer", "add_to_server", "rule_of", "rule_pb"]
 
 def _decision_pb(decision: Decision) -> triggers_pb2.CheckTriggerResponse:
     reply = triggers_pb2.CheckTriggerResponse(
-        verdict=int(decision.verdict), person_id=decision.person_id,
+        verdict=decision.verdict, person_id=decision.person_id,
         reserved=decision.reserved, replayed=decision.replayed, rule=decision.rule)
-    add = reply.reasons.add
     for reason in decision.reasons:
-        message = add(code=int(reason.code), detail=reason.detail,
-                      attributes=dict(reason.attributes))
+        message = reply.reasons.add(code=reason.code, detail=reason.detail,
+                                    attributes=dict(reason.attributes))
         if reason.until_ms is not None:
             set_ms(message.until, reason.until_ms)
     if decision.address is not None:
-        reply.address.kind = int(decision.address.kind)
-        reply.address.value = decision.address.value
+        address = reply.address
+        address.kind, address.value = decision.address
     if decision.next_allowed_ms is not None:
         set_ms(reply.next_allowed, decision.next_allowed_ms)
     return reply
