@@ -216,12 +216,12 @@ class Suppression:
         products = set(check.products)
         reasons = []
         for event in orders:
+            hit = _matching_line(event.payload.lines, products, categories)
+            if hit is None:
+                continue  # (its order record is read only for a matching order)
             ref = self.orders.ref_of(tx, event.payload.order_id)
             record = self.orders.get(tx, ref) if ref is not None else None
             if record is not None and record.cancelled:
-                continue
-            hit = _matching_line(event.payload.lines, products, categories)
-            if hit is None:
                 continue
             what, value = hit
             reasons.append(Reason(
