@@ -83,6 +83,23 @@ def test_order_that_arrives_late_still_suppresses_by_its_event_time(client: Iden
     assert older.verdict == SEND
 
 
+def test_a_cancelled_order_or_one_of_other_products_does_not_suppress(client: IdentityClient):
+    email = "email:cancel@example.com"
+    client.track([
+        consent("a1", email, NOON - 9 * HOUR, ev.EVENT_CHANNEL_EMAIL),
+        event("o1", email, NOON - 2 * HOUR, order=ev.OrderEvent(
+            order_id="W-9", lines=[ev.OrderLine(**KETTLE)])),
+        event("o2", email, NOON - 2 * HOUR, order=ev.OrderEvent(
+            order_id="W-10", lines=[ev.OrderLine(product_id="T-1", category="Home/Toasters")])),
+    ])
+    ask = dict(products=["K-42"], now=NOON, event_time=NOON - 3 * HOUR)
+    assert codes(client.check_trigger(email, "abandoned_cart", "email", **ask)) == ["purchased"]
+    client.track([event("x1", email, NOON - HOUR,
+                        order_cancelled=ev.OrderCancelledEvent(order_id="W-9"))])
+    after = client.check_trigger(email, "abandoned_cart", "email", **ask)
+    assert after.verdict == SEND, codes(after)
+
+
 def test_category_rule_suppresses_any_purchase_from_the_category(client: IdentityClient):
     email = "email:cat@example.com"
     client.set_trigger_rule(rule(trigger=tr.TRIGGER_KIND_ABANDONED_VIEW,
