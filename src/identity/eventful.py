@@ -58,13 +58,9 @@ class EventfulNodes:
                 self._mask[nodes] = True
             self._rows = view.rows
 
-    def __call__(self, node: int) -> bool:
-        """False only when ``node`` has no such row as of the last refresh."""
-        mask = self._mask
-        return node < len(mask) and bool(mask[node])
-
     def pick(self, nodes: dict[int, T]) -> dict[int, T]:
-        """The entries of ``nodes`` whose node may have such rows (``self(node)`` is True)."""
+        """The entries of ``nodes`` whose node may have such rows: all but those with none
+        as of the last refresh."""
         mask = self._mask
         size = len(mask)
         return {n: v for n, v in nodes.items() if n < size and mask[n]}

@@ -140,9 +140,9 @@ class Suppression:
         """The decision for the person rooted at ``root``, the node of its address, and
         what it read that a concurrent reservation could change.
 
-        ``eventful``, when given, is False for nodes known to have no order, message
-        event or attribute statement: their events and attributes are not read (an
-        audience knows them from the event columns, which saves most of the reads).
+        ``eventful``, when given, picks the nodes that may have an order, a message event
+        or an attribute statement: only theirs are read (the event columns know the rest
+        have none, which saves most of the reads).
         ``seen``: a member node already read (``IdentityGraph.locate``)."""
         person = self.graph.person(tx, root, seen)
         infos = person.identifiers
