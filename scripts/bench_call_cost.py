@@ -72,7 +72,8 @@ def main() -> None:
     with bench_triggers.served(world, args.workers, args.read_workers,
                                args.check_workers) as server:
         print(f"{args.persons:,} persons, {args.threads} client threads, read pool "
-              f"{args.read_workers or 'off'}; per call: server CPU (user + system), switches")
+              f"{args.read_workers or 'off'}, check pool {args.check_workers or 'off'}; "
+              "per call: server CPU (user + system), switches")
         for _ in range(args.rounds):
             for name, target, method, requests in (
                     *((name.replace("_", ", "), server.echo_channel, method, [world.echo])
