@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 
@@ -9,6 +10,7 @@ import grpc
 import pytest
 
 from identity.client import IdentityClient, identifier
+from identity.decisions import Decision, TriggerCheck
 from identity.rpc.convert import timestamp_of
 from identity.v1 import events_pb2 as ev
 from identity.v1 import triggers_pb2 as tr
@@ -353,3 +355,17 @@ def test_exclusion_segment_of_the_rule_suppresses_and_segments_feed_audiences(
     assert (summary.identifiers, summary.duplicates, summary.suppressed) == (4, 1, 1)
     assert [(c.code, c.count) for c in summary.suppressed_by_reason] == [
         (tr.REASON_CODE_EXCLUDED_SEGMENT, 1)]
+
+
+@pytest.mark.parametrize("cls", [TriggerCheck, Decision])
+def test_hand_written_inits_set_every_field_and_stay_frozen(cls):
+    """TriggerCheck and Decision fill their fields by hand (for speed): a field added to the
+    class but not to its __init__ must fail here, not go missing in a replayed decision."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {name: f"v{i}" for i, name in enumerate(names)}
+    made = cls(**values)
+    assert {name: getattr(made, name) for name in names} == values
+    assert list(vars(made)) == names
+    assert dataclasses.replace(made, **{names[0]: "new"}) == cls(**{**values, names[0]: "new"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, names[0], "changed")

@@ -322,7 +322,8 @@ class EventStore:
             bound = _SUFFIX.pack(_INV64 - (until_ms - 1), 0) if until_ms > 0 else b"\xff" * 12
             start = max(start, bound)
         stop = _INV64 - since_ms if since_ms is not None else None
-        merged = heapq.merge(*(self._scan(tx, node, start, after, stop) for node in nodes))
+        scans = [self._scan(tx, node, start, after, stop) for node in nodes]
+        merged = scans[0] if len(scans) == 1 else heapq.merge(*scans)  # one node: in order
         page: list[StoredEvent] = []
         text_of = self._text_of(tx)
         for suffix, node, value in merged:

@@ -158,12 +158,16 @@ class IdentityGraph:
 
     def person(self, tx: Txn, root: int, seen: tuple[int, bytes] | None = None) -> PersonView:
         """The person rooted at ``root``; ``seen`` is a member already read (``locate``)."""
-        person = self._person(tx, root)
+        record = tx.get("persons", _U64.pack(root))  # _person's read, without its object
+        if record is None:
+            raise NotFound(f"no person rooted at node {root}")
+        members = array("Q")
+        members.frombytes(record[_PERSON.size :])
         get, pack, unpack, head, kinds = tx.get, _U64.pack, _NODE.unpack_from, _NODE.size, _KIND_OF
         infos = []
-        customer_node, customer = person.customer, ""
+        customer_node, customer = _PERSON.unpack_from(record)[0], ""
         seen_node, seen_raw = seen if seen is not None else (-1, None)
-        for node in person.stored_members():  # node_info for each, inlined: Resolve's hot loop
+        for node in members:  # node_info for each, inlined: Resolve's and CheckTrigger's loop
             raw = seen_raw if node == seen_node else get("nodes", pack(node))
             if raw is None:
                 raise NotFound(f"no node {node}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from identity.decisions import (
     Decision, Draft, Reading, Reason, ReasonCode, SendOutcome, SendReport, TriggerCheck, Verdict,
@@ -48,6 +49,9 @@ ADDRESS_KIND = {Channel.EMAIL: Kind.EMAIL, Channel.SMS: Kind.PHONE, Channel.PUSH
 _ALL = 1 << 30  # history page size meaning "every matching event"
 _MESSAGES = frozenset({EventType.MESSAGE})
 _MESSAGES_AND_ORDERS = frozenset({EventType.MESSAGE, EventType.ORDER})
+_LABELS = {channel: channel.name.lower() for channel in Channel}  # (an enum's name is slow)
+_QUARTER_HOUR = 15 * 60_000
+MAX_CALENDAR = 4096  # calendar windows remembered (``Suppression._windows``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,6 @@ class _Sent:
 
 
 def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
@@ -80,6 +82,10 @@ class Suppression:
         self.profiles = profiles
         # (tx, segment name, root, as of ms) -> is the person a member; set by the wiring.
         self.in_segment: Callable[[Txn, str, int, int], bool] | None = None
+        # (rule id, channel, campaign or not, zone, quarter hour) -> the rule, its caps,
+        # their calendar windows and the oldest start, None without caps (``_windows``)
+        self._calendar: dict[tuple, tuple[TriggerRule, tuple[Cap, ...],
+                                          tuple[tuple[int, int], ...], int | None]] = {}
 
     # -- one trigger -------------------------------------------------------
 
@@ -172,7 +178,7 @@ class Suppression:
         if address is None:
             reasons.append(Reason(ReasonCode.UNREACHABLE,
                                   f"no {ADDRESS_KIND[check.channel].label} for "
-                                  f"{check.channel.name.lower()}"))
+                                  f"{_LABELS[check.channel]}"))
         for name in rule.exclusion_segments:
             if self.in_segment is not None and self.in_segment(tx, name, root, check.now_ms):
                 reasons.append(Reason(ReasonCode.EXCLUDED_SEGMENT, f"in segment {name!r}",
@@ -224,19 +230,20 @@ class Suppression:
             if record is not None and record.cancelled:
                 continue
             what, value = hit
+            at, order_id, identifier = _iso(event.time_ms), event.payload.order_id, \
+                str(event.identifier)
             reasons.append(Reason(
                 ReasonCode.PURCHASED,
-                f"ordered {value} in order {event.payload.order_id} at {_iso(event.time_ms)} "
-                f"({event.identifier})", None,
-                (("order_id", event.payload.order_id), ("ordered_at", _iso(event.time_ms)),
-                 (what, value), ("identifier", str(event.identifier)))))
+                f"ordered {value} in order {order_id} at {at} ({identifier})", None,
+                (("order_id", order_id), ("ordered_at", at), (what, value),
+                 ("identifier", identifier))))
         return reasons
 
     def _consent(self, tx: Txn, nodes: dict[int, Identifier], consents: dict[int, bool],
                  messages: list[StoredEvent], channel: Channel, rule: TriggerRule
                  ) -> list[Reason]:
         consent = consents.get(int(channel)) if consents else None
-        label = channel.name.lower()
+        label = _LABELS[channel]
         if consent is False:
             return [Reason(ReasonCode.OPTED_OUT, f"withdrew consent to {label}")]
         unsubscribed = [e for e in messages if e.channel == channel
@@ -255,18 +262,32 @@ class Suppression:
         return []
 
     def _windows(self, check: TriggerCheck, rule: TriggerRule, tz
-                 ) -> tuple[int, tuple[Cap, ...], list[tuple[int, int]]]:
+                 ) -> tuple[int, tuple[Cap, ...], tuple[tuple[int, int], ...]]:
         """The caps that apply, their [start, end) windows, and the oldest time any
-        window (or the dedupe window) reaches back to: sends before it cannot matter."""
+        window (or the dedupe window) reaches back to: sends before it cannot matter.
+
+        Calendar windows are the same for every check of a quarter hour (local
+        midnights fall on quarter hours of UTC), so they are worked out once per rule,
+        channel, zone and quarter hour; rolling ones end at ``now`` and are not kept."""
         now = check.now_ms
-        caps = rule.caps_for(check.channel, bool(check.campaign))
-        bounds = [period_bounds(now, tz, c.period, c.rolling) for c in caps]
-        horizon = min([start for start, _ in bounds], default=now)
-        return min(horizon, now - rule.dedupe_window_ms), caps, bounds
+        key = (id(rule), check.channel, bool(check.campaign), tz, now // _QUARTER_HOUR)
+        known = self._calendar.get(key)
+        if known is None or known[0] is not rule:  # (an id reused by a newer rule)
+            caps = rule.caps_for(check.channel, bool(check.campaign))
+            bounds = tuple([period_bounds(now, tz, c.period, c.rolling) for c in caps])
+            oldest = min([start for start, _ in bounds], default=None)
+            if any(c.rolling for c in caps):
+                return min(now if oldest is None else oldest, now - rule.dedupe_window_ms), \
+                    caps, bounds
+            if len(self._calendar) >= MAX_CALENDAR:
+                self._calendar.clear()
+            known = self._calendar[key] = (rule, caps, bounds, oldest)
+        _, caps, bounds, oldest = known
+        return min(now if oldest is None else oldest, now - rule.dedupe_window_ms), caps, bounds
 
     def _history(self, tx: Txn, sends: list[Send], messages: list[StoredEvent],
                  check: TriggerCheck, rule: TriggerRule, horizon: int, caps: tuple[Cap, ...],
-                 bounds: list[tuple[int, int]]) -> list[Reason]:
+                 bounds: tuple[tuple[int, int], ...]) -> list[Reason]:
         """Dedupe and caps, over the send log and message events of every identifier."""
         now = check.now_ms
         sent = self._sent(tx, sends, messages, horizon) if sends or messages else []

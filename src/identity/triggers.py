@@ -43,6 +43,19 @@ _CHANNEL_NUMBERS = frozenset(_CHANNELS)
 _TRIGGER_KINDS = {int(k): k for k in TriggerKind}
 
 
+def _subjects(values: Sequence[str], path: str) -> tuple[str, ...]:
+    """Product ids or categories, stripped; InvalidArgument naming the first bad one."""
+    if len(values) > MAX_SUBJECTS:
+        raise InvalidArgument.field(path, f"at most {MAX_SUBJECTS}")
+    stripped = tuple([value.strip() for value in values])
+    if not all(stripped) or max(map(len, values)) > MAX_TEXT:
+        for i, value in enumerate(stripped):
+            if not value or len(values[i]) > MAX_TEXT:
+                raise InvalidArgument.field(f"{path}[{i}]",
+                                            f"empty or longer than {MAX_TEXT} characters")
+    return stripped
+
+
 @dataclass(frozen=True)
 class Recipient:
     person_id: str
@@ -98,37 +111,34 @@ class Triggers:
                  idempotency_key: str = "", require_trigger: bool = True, prefix: str = "",
                  now_field: str = "now") -> TriggerCheck:
         """A validated check without its identifier (fields named under ``prefix``)."""
-        if trigger:
-            if trigger not in _TRIGGER_KINDS:
-                raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}")
-        elif require_trigger:
-            raise InvalidArgument.field(f"{prefix}trigger", "is required")
-        if channel not in _CHANNEL_NUMBERS:
+        kind = _TRIGGER_KINDS.get(trigger) if trigger else None
+        if kind is None and (trigger or require_trigger):
+            raise InvalidArgument.field(f"{prefix}trigger", f"unknown trigger kind {trigger}"
+                                        if trigger else "is required")
+        medium = _CHANNELS.get(channel)
+        if medium is None:
             raise InvalidArgument.field(f"{prefix}channel", "must be EMAIL, PUSH or SMS")
-        subjects = []  # (products, categories), stripped; most checks name a few of either
-        for name, values in (("product_ids", products), ("categories", categories)):
-            if len(values) > MAX_SUBJECTS:
-                raise InvalidArgument.field(f"{prefix}{name}", f"at most {MAX_SUBJECTS}")
-            stripped = [value.strip() for value in values]
-            for i, value in enumerate(stripped):
-                if not value or len(values[i]) > MAX_TEXT:
-                    raise InvalidArgument.field(f"{prefix}{name}[{i}]",
-                                                f"empty or longer than {MAX_TEXT} characters")
-            subjects.append(stripped)
+        # most checks name a product or two and no category: empty ones cost nothing
+        products = _subjects(products, f"{prefix}product_ids") if products else ()
+        if categories:
+            categories = tuple([c.strip("/")
+                                for c in _subjects(categories, f"{prefix}categories")])
+        else:
+            categories = ()
         if max(len(campaign), len(scenario), len(idempotency_key)) > MAX_TEXT:
             for name, value in (("campaign", campaign), ("scenario", scenario),
                                 ("idempotency_key", idempotency_key)):
                 if len(value) > MAX_TEXT:
                     raise InvalidArgument.field(f"{prefix}{name}",
                                                 f"longer than {MAX_TEXT} characters")
-        for name, ms in ((now_field, now_ms_), ("event_time", event_ms)):
-            if ms is not None and not 0 <= ms <= LATEST_MS:  # calendar days end in 9999
-                raise InvalidArgument.field(f"{prefix}{name}", "must be between 1970 and 9999")
-        now = now_ms() if now_ms_ is None else now_ms_
-        return TriggerCheck(  # members looked up directly: calling an enum class costs more
-            None, _TRIGGER_KINDS[trigger] if trigger else None, _CHANNELS[channel], now,
-            campaign.strip(), scenario.strip(), tuple(subjects[0]),
-            tuple([c.strip("/") for c in subjects[1]]), event_ms, reserve, idempotency_key)
+        if now_ms_ is None:
+            now_ms_ = now_ms()
+        elif not 0 <= now_ms_ <= LATEST_MS:  # calendar days end in 9999
+            raise InvalidArgument.field(f"{prefix}{now_field}", "must be between 1970 and 9999")
+        if event_ms is not None and not 0 <= event_ms <= LATEST_MS:
+            raise InvalidArgument.field(f"{prefix}event_time", "must be between 1970 and 9999")
+        return TriggerCheck(None, kind, medium, now_ms_, campaign.strip(), scenario.strip(),
+                            products, categories, event_ms, reserve, idempotency_key)
 
     def check(self, who: tuple[int, str], template: TriggerCheck) -> Decision:
         check = template.about(self.identify(who[0], who[1], "identifier"))

@@ -36,6 +36,7 @@ _LINE = "%s %s %.3fms peer=%s request_id=%s"  # the access log line as text
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CANCELLED = grpc.StatusCode.CANCELLED
+_CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # (an enum's name is slow)
 _PREFIX = secrets.token_hex(4)  # unique per process, so ids stay unique across restarts
 _SEQUENCE = itertools.count(1)
 # (LinkOutcome number, the LinkStreamResponse field counting it): created, merged, ...
@@ -92,7 +93,7 @@ class RpcObserver:
                seconds: float, context: grpc.ServicerContext) -> None:
         context.set_trailing_metadata((*(context.trailing_metadata() or ()),
                                        (REQUEST_ID_KEY, rid)))
-        rpc.done(code.name, seconds)
+        rpc.done(_CODE_NAMES[code], seconds)
         log = self.log
         if log.isEnabledFor(logging.INFO):
             ms = round(seconds * 1000, 3)
