@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Union
 
@@ -174,8 +173,7 @@ class Event(NamedTuple):
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):  # a tuple: built for every event read back
     """An event read back: the normalised identifier that did it and its time are known."""
 
     event_id: str

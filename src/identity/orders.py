@@ -82,6 +82,13 @@ class OrderBook:
         raw = tx.get("orders", _REF.pack(ref))
         return _unpack(ref, raw) if raw is not None else None
 
+    def is_cancelled(self, tx: Txn, order_id: str) -> bool:
+        """Whether the shop cancelled ``order_id``: its record's flag, nothing else decoded
+        (a trigger check asks this of every order that would suppress it)."""
+        ref = self.ref_of(tx, order_id)
+        raw = tx.get("orders", _REF.pack(ref)) if ref is not None else None
+        return raw is not None and bool(raw[0] & _CANCELLED)  # flags lead the record
+
     def placed(self, tx: WriteTxn, node: int, order: Order, time_ms: int) -> int:
         """Record a sighting of ``order`` by ``node``; its ref, the same on every sighting."""
         ref, existing = self._ref(tx, order.order_id)

@@ -225,9 +225,7 @@ class Suppression:
             hit = _matching_line(event.payload.lines, products, categories)
             if hit is None:
                 continue  # (its order record is read only for a matching order)
-            ref = self.orders.ref_of(tx, event.payload.order_id)
-            record = self.orders.get(tx, ref) if ref is not None else None
-            if record is not None and record.cancelled:
+            if self.orders.is_cancelled(tx, event.payload.order_id):
                 continue
             what, value = hit
             at, order_id, identifier = _iso(event.time_ms), event.payload.order_id, \
