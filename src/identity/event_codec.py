@@ -28,6 +28,7 @@ Intern = Callable[[str], int]
 TextOf = Callable[[int], str]
 _F64 = struct.Struct("<d")
 _UUID_MARK = 0xFF
+_EVENT_TYPES = {int(t): t for t in EventType}
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -95,6 +96,9 @@ class _Reader:
         data, pos = self.data, self.pos
         byte = data[pos]
         pos += 1
+        if byte < 0x80:  # one byte: most string ids, counts and flags
+            self.pos = pos
+            return byte
         value, shift = byte & 0x7F, 7
         while byte & 0x80:
             byte = data[pos]
@@ -105,6 +109,10 @@ class _Reader:
         return value
 
     def sid(self) -> str:
+        byte = self.data[self.pos]
+        if byte < 0x80:  # uint's one-byte case, inlined: a record holds many string ids
+            self.pos += 1
+            return self.text_of(byte) if byte else ""
         sid = self.uint()
         return self.text_of(sid) if sid else ""
 
@@ -256,7 +264,7 @@ def decode_head(data: bytes) -> tuple[int, int]:
 
 def decode(data: bytes, text_of: TextOf) -> tuple[str, EventType, int, str, Payload]:
     """(event id, type, channel, source, payload) of a record."""
-    kind = EventType(data[0])
+    kind = _EVENT_TYPES.get(data[0]) or EventType(data[0])  # (a dict: calling an enum is slow)
     channel = data[1]
     r = _Reader(data, 2, text_of)
     source = r.sid()
@@ -270,9 +278,10 @@ def decode(data: bytes, text_of: TextOf) -> tuple[str, EventType, int, str, Payl
         payload = r.product()
     elif kind is EventType.ORDER:
         order_id = r.text()
-        lines = tuple(r.product() for _ in range(r.uint()))
-        total = r.money()
-        payload = Order(order_id, lines, total, *(r.sid() for _ in range(6)))
+        lines = tuple([r.product() for _ in range(r.uint())])
+        total = r.money()  # then currency, store, cuisine, restaurant, meal type, city
+        payload = Order(order_id, lines, total, r.sid(), r.sid(), r.sid(), r.sid(), r.sid(),
+                        r.sid())
     elif kind is EventType.ORDER_CANCELLED:
         payload = OrderCancelled(r.text(), r.text())
     elif kind is EventType.SEARCH:
