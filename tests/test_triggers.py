@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from identity.client import IdentityClient, identifier
-from identity.decisions import Decision, TriggerCheck
+from identity.decisions import Decision, Reason, TriggerCheck
 from identity.rpc.convert import timestamp_of
 from identity.v1 import events_pb2 as ev
 from identity.v1 import triggers_pb2 as tr
@@ -357,9 +357,9 @@ def test_exclusion_segment_of_the_rule_suppresses_and_segments_feed_audiences(
         (tr.REASON_CODE_EXCLUDED_SEGMENT, 1)]
 
 
-@pytest.mark.parametrize("cls", [TriggerCheck, Decision])
+@pytest.mark.parametrize("cls", [TriggerCheck, Decision, Reason])
 def test_hand_written_inits_set_every_field_and_stay_frozen(cls):
-    """TriggerCheck and Decision fill their fields by hand (for speed): a field added to the
+    """TriggerCheck, Decision and Reason fill their fields by hand (for speed): a field added to the
     class but not to its __init__ must fail here, not go missing in a replayed decision."""
     names = [f.name for f in dataclasses.fields(cls)]
     values = {name: f"v{i}" for i, name in enumerate(names)}

@@ -44,12 +44,18 @@ class ReasonCode(IntEnum):
     UNKNOWN_IDENTIFIER = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Reason:
     code: ReasonCode
     detail: str
     until_ms: int | None = None
     attributes: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, code: ReasonCode, detail: str, until_ms: int | None = None,
+                 attributes: tuple[tuple[str, str], ...] = ()):
+        # By hand, as TriggerCheck's: a suppressed check builds one per reason.
+        self.__dict__.update({"code": code, "detail": detail, "until_ms": until_ms,
+                              "attributes": attributes})
 
 
 @dataclass(frozen=True, init=False)

@@ -22,7 +22,7 @@ class Kind(IntEnum):
     @property
     def label(self) -> str:
         """The lower-case name used in configs, logs and the CLI (``loyalty_card``)."""
-        return self.name.lower()
+        return _LABELS[self]  # made once below: an enum's name is slow to reach
 
     @classmethod
     def parse(cls, label: str) -> Kind:
@@ -31,6 +31,9 @@ class Kind(IntEnum):
         except KeyError:
             names = ", ".join(k.label for k in cls)
             raise ValueError(f"unknown identifier kind {label!r} (one of {names})") from None
+
+
+_LABELS = {kind: kind.name.lower() for kind in Kind}
 
 
 class Identifier(NamedTuple):

@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from identity.store import Txn, WriteTxn
 
@@ -37,8 +38,7 @@ RESERVED = 1
 SENT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):  # a tuple: one per send a decision reads
     key: bytes
     node: int
     time_ms: int

@@ -24,8 +24,9 @@ Transactional rules skip caps and consent, and their sends do not count.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from identity.decisions import (
     Decision, Draft, Reading, Reason, ReasonCode, SendOutcome, SendReport, TriggerCheck, Verdict,
@@ -54,8 +55,7 @@ _QUARTER_HOUR = 15 * 60_000
 MAX_CALENDAR = 4096  # calendar windows remembered (``Suppression._windows``)
 
 
-@dataclass(frozen=True, slots=True)
-class _Sent:
+class _Sent(NamedTuple):  # a tuple: one per send or message event a decision weighs
     """A send as caps and dedupe see it, from the send log or a message event."""
 
     time_ms: int
