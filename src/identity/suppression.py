@@ -269,17 +269,15 @@ class Suppression:
         channel, zone and quarter hour; rolling ones end at ``now`` and are not kept."""
         now = check.now_ms
         key = (id(rule), check.channel, bool(check.campaign), tz, now // _QUARTER_HOUR)
-        known = self._calendar.get(key)
-        if known is None or known[0] is not rule:  # (an id reused by a newer rule)
+        known = self._calendar.get(key)  # (an entry holds its rule: no other takes its id)
+        if known is None:
             caps = rule.caps_for(check.channel, bool(check.campaign))
             bounds = tuple([period_bounds(now, tz, c.period, c.rolling) for c in caps])
-            oldest = min([start for start, _ in bounds], default=None)
-            if any(c.rolling for c in caps):
-                return min(now if oldest is None else oldest, now - rule.dedupe_window_ms), \
-                    caps, bounds
-            if len(self._calendar) >= MAX_CALENDAR:
-                self._calendar.clear()
-            known = self._calendar[key] = (rule, caps, bounds, oldest)
+            known = (rule, caps, bounds, min([start for start, _ in bounds], default=None))
+            if not any(c.rolling for c in caps):
+                if len(self._calendar) >= MAX_CALENDAR:
+                    self._calendar.clear()
+                self._calendar[key] = known
         _, caps, bounds, oldest = known
         return min(now if oldest is None else oldest, now - rule.dedupe_window_ms), caps, bounds
 
