@@ -47,10 +47,11 @@ def _subjects(values: Sequence[str], path: str) -> tuple[str, ...]:
     """Product ids or categories, stripped; InvalidArgument naming the first bad one."""
     if len(values) > MAX_SUBJECTS:
         raise InvalidArgument.field(path, f"at most {MAX_SUBJECTS}")
-    stripped = tuple([value.strip() for value in values])
-    if not all(stripped) or max(map(len, values)) > MAX_TEXT:
+    given = tuple(values)  # a protobuf list makes its strings anew on every pass: one pass
+    stripped = tuple([value.strip() for value in given])
+    if not all(stripped) or max(map(len, given)) > MAX_TEXT:
         for i, value in enumerate(stripped):
-            if not value or len(values[i]) > MAX_TEXT:
+            if not value or len(given[i]) > MAX_TEXT:
                 raise InvalidArgument.field(f"{path}[{i}]",
                                             f"empty or longer than {MAX_TEXT} characters")
     return stripped
