@@ -158,9 +158,7 @@ class IdentityGraph:
 
     def person(self, tx: Txn, root: int, seen: tuple[int, bytes] | None = None) -> PersonView:
         """The person rooted at ``root``; ``seen`` is a member already read (``locate``)."""
-        record = tx.get("persons", _U64.pack(root))  # _person's read, without its object
-        if record is None:
-            raise NotFound(f"no person rooted at node {root}")
+        record = self._person_record(tx, root)  # no _Person built: only its members are read
         members = array("Q")
         members.frombytes(record[_PERSON.size :])
         get, pack, unpack, head, kinds = tx.get, _U64.pack, _NODE.unpack_from, _NODE.size, _KIND_OF
@@ -520,11 +518,16 @@ class IdentityGraph:
         tx.put("nodes", key, record + identifier.value.encode())
 
     def _person(self, tx: Txn, root: int) -> _Person:
+        raw = self._person_record(tx, root)
+        customer, size, *counts = _PERSON.unpack_from(raw)
+        return _Person(customer, size, counts, raw)
+
+    @staticmethod
+    def _person_record(tx: Txn, root: int) -> bytes:
         raw = tx.get("persons", _U64.pack(root))
         if raw is None:
             raise NotFound(f"no person rooted at node {root}")
-        customer, size, *counts = _PERSON.unpack_from(raw)
-        return _Person(customer, size, counts, raw)
+        return raw
 
     def _put_person(self, tx: WriteTxn, root: int, person: _Person, member_list: array) -> None:
         tx.put("persons", _U64.pack(root), person.pack() + member_list.tobytes())

@@ -299,10 +299,10 @@ class Suppression:
                 until = last.time_ms + rule.dedupe_window_ms
                 reasons.append(Reason(
                     ReasonCode.DUPLICATE,
-                    f"the same trigger went out on {Channel(last.channel).name.lower()} at "
+                    f"the same trigger went out on {_LABELS[last.channel]} at "
                     f"{_iso(last.time_ms)}", until,
                     (("sent_at", _iso(last.time_ms)),
-                     ("channel", Channel(last.channel).name.lower()),
+                     ("channel", _LABELS[last.channel]),
                      ("campaign", last.campaign))))
         for cap, (start, end) in zip(caps, bounds):
             counted = sorted(s.time_ms for s in sent if start <= s.time_ms < end
@@ -314,7 +314,7 @@ class Suppression:
                 until = counted[len(counted) - cap.limit] + cap.period.ms if cap.limit else end
             code = ReasonCode.CHANNEL_CAP if cap.scope is CapScope.CHANNEL \
                 else ReasonCode.CAMPAIGN_CAP
-            what = check.channel.name.lower() if cap.scope is CapScope.CHANNEL \
+            what = _LABELS[check.channel] if cap.scope is CapScope.CHANNEL \
                 else f"campaign {check.campaign!r}"
             kind = "rolling " if cap.rolling else ""
             reasons.append(Reason(

@@ -39,7 +39,6 @@ SEGMENT_TTL = 30.0  # seconds an exclusion segment's evaluation is reused across
 MAX_TEXT = 256
 Identify = Callable[[int, str, str], Identifier]  # kind, raw value, field path
 _CHANNELS = {int(c): c for c in MESSAGE_CHANNELS}  # the channels a message can go out on
-_CHANNEL_NUMBERS = frozenset(_CHANNELS)
 _TRIGGER_KINDS = {int(k): k for k in TriggerKind}
 
 
