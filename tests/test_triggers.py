@@ -266,6 +266,23 @@ def test_idempotency_key_returns_the_first_decision(client: IdentityClient):
     assert fresh.verdict == SEND  # 1 of the default 2 pushes a day: no double count
 
 
+def test_a_message_event_under_a_sends_key_counts_once(client: IdentityClient):
+    """A message event whose event id is a reserved send's idempotency key is that send."""
+    client.link("customer_id:C-15", "device_id:d16", "device_id:d17", observed_at=NOON - HOUR)
+    ask = dict(products=["K-42"], now=NOON - HOUR, reserve=True, idempotency_key="push-1")
+    assert client.check_trigger("device_id:d16", "abandoned_cart", "push", **ask).reserved
+    sent = ev.MessageEvent(action=ev.MESSAGE_ACTION_SENT, campaign="c")
+    client.track([event("push-1", "device_id:d17", NOON - HOUR + 5,
+                        channel=ev.EVENT_CHANNEL_PUSH, message=sent)])
+    second = client.check_trigger("customer_id:C-15", "wishlist", "push", now=NOON)
+    assert second.verdict == SEND  # 1 of the default 2 pushes a day, not 2
+    client.track([event("push-2", "device_id:d17", NOON - HOUR + 9,
+                        channel=ev.EVENT_CHANNEL_PUSH, message=sent)])
+    capped = client.check_trigger("customer_id:C-15", "wishlist", "push", now=NOON)
+    assert capped.verdict == SUPPRESS and codes(capped) == ["channel_cap"]
+    assert capped.reasons[0].attributes["count"] == "2"
+
+
 def test_failed_send_releases_its_reservation(client: IdentityClient):
     client.link("customer_id:C-14", "device_id:d15", observed_at=NOON - HOUR)
     ask = dict(products=["K-42"], now=NOON, reserve=True, idempotency_key="k-2")

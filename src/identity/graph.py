@@ -30,7 +30,7 @@ from identity.linklog import LinkLog, Outcome
 from identity.store import Txn, WriteTxn
 
 __all__ = ["IdentityGraph", "LinkResult", "MergeRules", "NodeInfo", "PersonView", "Outcome",
-           "PERSON_DTYPE", "LATEST_MS"]
+           "Reach", "PERSON_DTYPE", "LATEST_MS"]
 
 _U64 = struct.Struct(">Q")
 _NODE = struct.Struct("<QBqq")  # root, kind, first seen ms, last seen ms; value follows
@@ -78,6 +78,14 @@ class PersonView(NamedTuple):
     person_id: str
     customer_id: str
     identifiers: tuple[NodeInfo, ...]
+
+
+class Reach(NamedTuple):
+    """A person as a send decision needs it (``IdentityGraph.reach``)."""
+
+    person_id: str
+    identifiers: dict[int, Identifier]  # node -> identifier, every member
+    latest: tuple[int, Identifier] | None  # (node, identifier): the newest seen of the kind
 
 
 @dataclass
@@ -175,6 +183,31 @@ class IdentityGraph:
                 customer = value
             infos.append(NodeInfo(node, Identifier(kinds[kind], value), node_root, first, last))
         return PersonView(root, customer or f"P{root}", customer, tuple(infos))
+
+    def reach(self, tx: Txn, root: int, kind: Kind, seen: tuple[int, bytes] | None = None
+              ) -> Reach:
+        """The person rooted at ``root`` with its most recently seen identifier of ``kind``
+        (ties: the newer node). ``person`` without a NodeInfo per member: every trigger
+        check reads one."""
+        record = self._person_record(tx, root)
+        members = array("Q")
+        members.frombytes(record[_PERSON.size :])
+        get, pack, unpack, head, kinds = tx.get, _U64.pack, _NODE.unpack_from, _NODE.size, _KIND_OF
+        customer_node, customer = _PERSON.unpack_from(record)[0], ""
+        seen_node, seen_raw = seen if seen is not None else (-1, None)
+        wanted, newest, latest = int(kind), (-1, -1), None
+        identifiers = {}
+        for node in members:
+            raw = seen_raw if node == seen_node else get("nodes", pack(node))
+            if raw is None:
+                raise NotFound(f"no node {node}")
+            _, member_kind, _, last = unpack(raw)
+            identifier = identifiers[node] = Identifier(kinds[member_kind], raw[head:].decode())
+            if node == customer_node:
+                customer = identifier.value
+            if member_kind == wanted and (last, node) > newest:
+                newest, latest = (last, node), (node, identifier)
+        return Reach(customer or f"P{root}", identifiers, latest)
 
     def resolve(self, tx: Txn, identifier: Identifier) -> PersonView:
         node = self.node_of(tx, identifier)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -79,8 +79,8 @@ def _digest(idempotency_key: str) -> bytes:
 def _unpack(key: bytes, value: bytes) -> Send:
     node, time_ms, _ = _KEY.unpack(key)
     status, channel, trigger, flags, subject = _RECORD.unpack_from(value)
-    return Send(bytes(key), node, time_ms, status, channel, trigger,
-                bool(flags & _TRANSACTIONAL), subject, bytes(value[_RECORD.size :]).decode())
+    return Send(key, node, time_ms, status, channel, trigger, bool(flags & _TRANSACTIONAL),
+                subject, value[_RECORD.size :].decode())
 
 
 class SendLog:
@@ -119,16 +119,16 @@ class SendLog:
 
     def keys_since(self, tx: Txn, nodes: Iterable[int], since_ms: int) -> tuple[bytes, ...]:
         """Keys of the sends ``recent`` would return, without decoding them."""
-        return tuple(bytes(k) for k, _ in self._since(tx, nodes, since_ms))
+        return tuple([k for k, _ in self._since(tx, nodes, since_ms)])
 
     def _since(self, tx: Txn, nodes: Iterable[int], since_ms: int
-               ) -> Iterator[tuple[bytes, bytes]]:
-        sent_to, marked = self._sent_to, len(self._sent_to)
+               ) -> list[tuple[bytes, bytes]]:
+        sent_to, marked, found = self._sent_to, len(self._sent_to), []
         for node in nodes:
-            if node >= marked or not sent_to[node]:
-                continue  # never sent anything
-            yield from tx.items("sends", start=_KEY.pack(node, max(since_ms, 0), 0),
-                                prefix=_PREFIX.pack(node))
+            if node < marked and sent_to[node]:  # else it was never sent anything
+                found += tx.items("sends", start=_KEY.pack(node, max(since_ms, 0), 0),
+                                  prefix=_PREFIX.pack(node))
+        return found
 
     def append(self, tx: WriteTxn, node: int, time_ms: int, *, status: int, channel: int,
                trigger: int, transactional: bool, subject: int, campaign: str) -> bytes:

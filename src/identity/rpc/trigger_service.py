@@ -24,9 +24,10 @@ def _decision_pb(decision: Decision) -> triggers_pb2.CheckTriggerResponse:
     reply = triggers_pb2.CheckTriggerResponse(
         verdict=decision.verdict, person_id=decision.person_id,
         reserved=decision.reserved, replayed=decision.replayed, rule=decision.rule)
+    add = reply.reasons.add
     for reason in decision.reasons:
-        message = reply.reasons.add(code=reason.code, detail=reason.detail,
-                                    attributes=dict(reason.attributes))
+        message = add(code=reason.code, detail=reason.detail)
+        message.attributes.update(reason.attributes)  # (cheaper than a dict in ``add``)
         if reason.until_ms is not None:
             set_ms(message.until, reason.until_ms)
     if decision.address is not None:
