@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from identity.cli import main
 from identity.client import IdentityClient, link_request
 from identity.logs import JsonFormatter, formatter
-from identity.metrics import MetricsEndpoint, split_address
+from identity.metrics import MetricsEndpoint, RpcCollector, RpcMetrics, split_address
 from identity.rpc.metrics import ACCESS_LOG
 from identity.v1 import common_pb2, events_pb2 as ev
 
@@ -120,6 +120,22 @@ def test_scrape_counts_calls_by_method_and_status_code_and_times_them(client, sc
         after("grpc_server_handling_seconds_count", **link)
     assert after("grpc_server_handling_seconds_bucket", **link, le="0.0005") <= \
         after("grpc_server_handling_seconds_bucket", **link, le="60.0")
+
+
+def test_rpc_histogram_buckets_are_cumulative_and_a_bound_counts_in_its_own_bucket():
+    rpc = RpcMetrics("identity.v1.IdentityService", "Link")
+    for code, seconds in [("OK", 0.0004), ("OK", 0.0005), ("NOT_FOUND", 0.003), ("OK", 99.0)]:
+        rpc.done(code, seconds)
+    handled, latency = RpcCollector({"/identity.v1.IdentityService/Link": rpc}).collect()
+    assert {s.labels["grpc_code"]: s.value for s in handled.samples} == {"NOT_FOUND": 1, "OK": 3}
+    values = {(s.name, s.labels.get("le")): s.value for s in latency.samples}
+    assert values[("grpc_server_handling_seconds_bucket", "0.0005")] == 2
+    assert values[("grpc_server_handling_seconds_bucket", "0.0025")] == 2
+    assert values[("grpc_server_handling_seconds_bucket", "0.005")] == 3
+    assert values[("grpc_server_handling_seconds_bucket", "60.0")] == 3
+    assert values[("grpc_server_handling_seconds_bucket", "+Inf")] == 4
+    assert values[("grpc_server_handling_seconds_count", None)] == 4
+    assert values[("grpc_server_handling_seconds_sum", None)] == pytest.approx(99.0039)
 
 
 def test_scrape_counts_link_outcomes_merges_refusals_and_events(client, scrape):

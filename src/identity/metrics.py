@@ -19,23 +19,29 @@ Each server keeps its own registry (tests run several servers in one process):
 from __future__ import annotations
 
 import logging
+import threading
+from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 
-from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
+from prometheus_client import (CollectorRegistry, Counter, ProcessCollector,
                                disable_created_metrics, start_http_server)
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily,
+                                            HistogramMetricFamily, Metric)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from identity.linklog import Outcome
 from identity.store import Store
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsEndpoint", "RpcMetrics", "StoreCollector",
-           "split_address"]
+__all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsEndpoint", "RpcCollector", "RpcMetrics",
+           "StoreCollector", "split_address"]
 
 log = logging.getLogger(__name__)
 # From half a millisecond (a resolve) to a minute (a bulk stream), in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0, 60.0)
+_BOUND_LABELS = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]  # the ``le`` of each bucket
 _REFUSALS = {Outcome.REFUSED_CONFLICT: "conflict", Outcome.REFUSED_LIMIT: "limit"}
 
 # Counters without their *_created twin series: half the series, nothing lost for dashboards.
@@ -43,23 +49,58 @@ disable_created_metrics()
 
 
 class RpcMetrics:
-    """The instruments of one RPC method, bound to its labels once."""
+    """The counts of one RPC method: calls per status code and a latency histogram.
 
-    __slots__ = ("_handled", "_labels", "_codes", "_latency")
+    Plain numbers under one lock, read by ``RpcCollector`` when Prometheus scrapes: a
+    call pays one lock and one bisect. (prometheus_client's Counter and Histogram took
+    three locks and a loop over the buckets: 1.7 us per call, against 0.5.)"""
 
-    def __init__(self, metrics: Metrics, service: str, method: str):
-        self._handled = metrics.handled
-        self._labels = (service, method)
-        self._codes: dict[str, object] = {}
-        self._latency = metrics.handling_seconds.labels(service, method)
+    __slots__ = ("service", "method", "_lock", "_codes", "_buckets", "_sum")
+
+    def __init__(self, service: str, method: str):
+        self.service = service
+        self.method = method
+        self._lock = threading.Lock()
+        self._codes: dict[str, int] = {}
+        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound
+        self._sum = 0.0
 
     def done(self, code: str, seconds: float) -> None:
         """One call of this method finished with status ``code`` after ``seconds``."""
-        counter = self._codes.get(code)
-        if counter is None:
-            counter = self._codes.setdefault(code, self._handled.labels(*self._labels, code))
-        counter.inc()  # type: ignore[attr-defined]
-        self._latency.observe(seconds)
+        slot = bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
+        with self._lock:
+            codes = self._codes
+            codes[code] = codes.get(code, 0) + 1
+            self._buckets[slot] += 1
+            self._sum += seconds
+
+    def read(self) -> tuple[dict[str, int], list[int], float]:
+        """Calls per code, calls per bucket (not cumulative) and the sum of seconds."""
+        with self._lock:
+            return dict(self._codes), list(self._buckets), self._sum
+
+
+class RpcCollector(Collector):
+    """``grpc_server_handled_total`` and ``grpc_server_handling_seconds`` of every method."""
+
+    def __init__(self, rpcs: dict[str, RpcMetrics]):
+        self.rpcs = rpcs
+
+    def collect(self) -> Iterator[Metric]:
+        handled = CounterMetricFamily(
+            "grpc_server_handled", "RPCs completed, by method and status code.",
+            labels=["grpc_service", "grpc_method", "grpc_code"])
+        seconds = HistogramMetricFamily(
+            "grpc_server_handling_seconds", "Time from a call's start to its last reply.",
+            labels=["grpc_service", "grpc_method"])
+        for rpc in list(self.rpcs.values()):
+            codes, buckets, total = rpc.read()
+            for code, calls in sorted(codes.items()):
+                handled.add_metric([rpc.service, rpc.method, code], calls)
+            seconds.add_metric([rpc.service, rpc.method],
+                               list(zip(_BOUND_LABELS, accumulate(buckets))), total)
+        yield handled
+        yield seconds
 
 
 class Metrics:
@@ -68,11 +109,6 @@ class Metrics:
     def __init__(self, store: Store):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.handled = Counter("grpc_server_handled", "RPCs completed, by method and status code.",
-                               ["grpc_service", "grpc_method", "grpc_code"], registry=r)
-        self.handling_seconds = Histogram(
-            "grpc_server_handling_seconds", "Time from a call's start to its last reply.",
-            ["grpc_service", "grpc_method"], buckets=LATENCY_BUCKETS, registry=r)
         self.link_outcomes = Counter(
             "identity_link_outcomes", "Links committed through Link, LinkStream and "
             "RecordPurchase, by outcome.", ["outcome"], registry=r)
@@ -88,6 +124,7 @@ class Metrics:
         self._outcome = {o: self.link_outcomes.labels(o.label) for o in Outcome}
         self._refusal = {o: self.refusals.labels(reason) for o, reason in _REFUSALS.items()}
         self._rpcs: dict[str, RpcMetrics] = {}
+        r.register(RpcCollector(self._rpcs))
         r.register(StoreCollector(store))
         ProcessCollector(registry=r)
 
@@ -96,7 +133,7 @@ class Metrics:
         found = self._rpcs.get(full_method)
         if found is None:
             service, _, method = full_method.lstrip("/").rpartition("/")
-            found = self._rpcs.setdefault(full_method, RpcMetrics(self, service, method))
+            found = self._rpcs.setdefault(full_method, RpcMetrics(service, method))
         return found
 
     def count_links(self, outcome: int, links: int = 1) -> None:
