@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from identity.errors import InvalidArgument
 from identity.event_store import ATTRIBUTE_SLOTS, CONSENT_SLOT, EventStore
 from identity.events import StoredEvent
-from identity.graph import IdentityGraph, PersonView
+from identity.graph import LATEST_MS, IdentityGraph, PersonView
 from identity.identifiers import Identifier
 from identity.orders import OrderBook
 from identity.store import Txn
@@ -102,6 +102,9 @@ class ProfileReader:
             raise InvalidArgument.field("page_size", f"at most {MAX_PAGE_SIZE}")
         if query.page_token:
             _token_position(query.page_token)
+        for name, ms in (("since", query.since_ms), ("until", query.until_ms)):
+            if ms is not None and not 0 <= ms <= LATEST_MS:  # as every stored time is
+                raise InvalidArgument.field(name, "must be between 1970 and 9999")
         if (query.since_ms is not None and query.until_ms is not None
                 and query.since_ms > query.until_ms):
             raise InvalidArgument.field("since", "later than until")
