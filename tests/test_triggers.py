@@ -232,6 +232,34 @@ def test_opt_out_and_missing_address_are_reasons_together(client: IdentityClient
     assert codes(unknown) == ["unknown_identifier"]
 
 
+def test_an_unsubscribe_counts_however_old_but_old_sends_and_orders_do_not(
+        client: IdentityClient):
+    """Decisions read orders and sends only as far back as a window reaches; unsubscribes
+    are read whatever their age, and consent granted after one lifts it."""
+    year = 365 * 24 * HOUR
+    client.link("customer_id:C-16", "email:old@example.com", "device_id:d18",
+                observed_at=NOON - 2 * year)
+    push, mail = ev.EVENT_CHANNEL_PUSH, ev.EVENT_CHANNEL_EMAIL
+    sent = ev.MessageEvent(action=ev.MESSAGE_ACTION_SENT, campaign="weekly")
+    client.track([event("old-quit", "email:old@example.com", NOON - 2 * year, channel=mail,
+                        message=ev.MessageEvent(action=ev.MESSAGE_ACTION_UNSUBSCRIBED)),
+                  event("old-order", "customer_id:C-16", NOON - year,
+                        order=ev.OrderEvent(order_id="O-old", lines=[ev.OrderLine(**KETTLE)]))]
+                 + [event(f"w{i}", "device_id:d18", NOON - 30 * 24 * HOUR + i * HOUR,
+                          channel=push, message=sent) for i in range(50)])
+    by_mail = client.check_trigger("device_id:d18", "abandoned_cart", "email",
+                                   products=["K-42"], now=NOON)
+    assert codes(by_mail) == ["opted_out"]  # two years old, and still counts
+    assert "unsubscribed from email" in by_mail.reasons[0].detail
+    by_push = client.check_trigger("device_id:d18", "abandoned_cart", "push",
+                                   products=["K-42"], now=NOON, event_time=NOON - 2 * HOUR)
+    assert by_push.verdict == SEND  # a month-old burst of pushes, a year-old kettle: no reason
+    client.track([consent("re-opt", "email:old@example.com", NOON - HOUR, mail)])
+    again = client.check_trigger("device_id:d18", "abandoned_cart", "email",
+                                 products=["K-42"], now=NOON)
+    assert again.verdict == SEND
+
+
 def test_concurrent_reserving_checks_send_exactly_once(server, client: IdentityClient):
     client.link("customer_id:C-12", "device_id:d12", "device_id:d13", observed_at=NOON - HOUR)
     threads, start = 12, threading.Barrier(12)

@@ -153,7 +153,8 @@ class Suppression:
 
         ``eventful``, when given, picks the nodes that may have an order, a message event
         or an attribute statement: only theirs are read (the event columns know the rest
-        have none, which saves most of the reads).
+        have none, which saves most of the reads), and only as far back as an order or a
+        send can matter, but for the few nodes that ever unsubscribed.
         ``seen``: a member node already read (``IdentityGraph.locate``)."""
         person = self.graph.reach(tx, root, ADDRESS_KIND[check.channel], seen)
         nodes = person.identifiers
@@ -166,18 +167,30 @@ class Suppression:
         except ValueError:
             tz_name = self.rules.shop_time_zone
             tz = zone(tz_name)
-        # one newest-first pass over the person's events serves purchases, consent and caps
+        # One newest-first pass over the person's events serves purchases and caps, back to
+        # the oldest moment either reaches (``since``, ``horizon``); unsubscribes count
+        # however old, so they are read apart, for the nodes with one (without the
+        # columns' word on which those are, the one pass reads every event instead).
         since = self._purchases_since(check, rule)
+        horizon, caps, bounds = self._windows(check, rule, tz)
         types = _MESSAGES if since is None else _MESSAGES_AND_ORDERS
-        events = self.events.history(tx, read, types=types, limit=_ALL)[0] if read else []
+        oldest = None if eventful is None else horizon if since is None else min(since, horizon)
+        events = self.events.history(tx, read, types=types, since_ms=oldest, limit=_ALL)[0] \
+            if read else []
         messages = [e for e in events if e.type == EventType.MESSAGE] if events else events
+        if eventful is None:
+            unsubscribes = messages
+        else:
+            quitters = eventful.unsubscribed(read) if read else read
+            unsubscribes = self.events.history(tx, quitters, types=_MESSAGES, limit=_ALL)[0] \
+                if quitters else []
         reasons: list[Reason] = []
         if since is not None and events:
             orders = [e for e in events if e.type == EventType.ORDER and e.time_ms >= since]
             if orders:
                 reasons += self._purchases(tx, orders, check, rule)
         if not rule.transactional:
-            reasons += self._consent(tx, nodes, consents, messages, check.channel, rule)
+            reasons += self._consent(tx, nodes, consents, unsubscribes, check.channel, rule)
         address = person.latest  # (node, identifier): the newest seen of the channel's kind
         if address is None:
             reasons.append(Reason(ReasonCode.UNREACHABLE,
@@ -187,7 +200,6 @@ class Suppression:
             if self.in_segment is not None and self.in_segment(tx, name, root, check.now_ms):
                 reasons.append(Reason(ReasonCode.EXCLUDED_SEGMENT, f"in segment {name!r}",
                                       attributes=(("segment", name),)))
-        horizon, caps, bounds = self._windows(check, rule, tz)
         sends = self.sends.recent(tx, nodes, horizon)
         reasons += self._history(tx, sends, messages, check, rule, horizon, caps, bounds)
         window = rule.quiet_window(check.channel)
