@@ -108,14 +108,9 @@ class Reference:
                 continue
             if not _in_window(e["time"], window, self.as_of, self.zone):
                 continue
-            if "category" in f:
-                want = f["category"].lower()
-                cats = [c.lower() for c in _categories(e)]
-                if not any(c == want or c.startswith(want + "/") for c in cats):
-                    continue
-            if "product_ids" in f and not {p.casefold() for p in f["product_ids"]} \
-                    & {p.casefold() for p in _products(e)}:
-                continue
+            if ("category" in f or "product_ids" in f) and not any(
+                    _line_matches(f, product, category) for product, category in _lines(e)):
+                continue  # an order's line filters must all hold on one of its lines
             if "search" in f:
                 phrase = "".join(e.get("phrase", "").lower().split())
                 s = f["search"]
@@ -224,7 +219,17 @@ def _products(e: dict) -> list[str]:
     return [e["product"]] if e.get("product") else []
 
 
-def _categories(e: dict) -> list[str]:
+def _lines(e: dict) -> list[tuple[str, str]]:
+    """(product, category) of each line of an order, or of the event itself."""
     if e["type"] == "order":
-        return [line["category"] for line in e["lines"]]
-    return [e["category"]] if e.get("category") else []
+        return [(line["product"], line["category"]) for line in e["lines"]]
+    return [(e.get("product", ""), e.get("category", ""))]
+
+
+def _line_matches(f: dict, product: str, category: str) -> bool:
+    if "category" in f:
+        want, category = f["category"].lower(), category.lower()
+        if not (category == want or category.startswith(want + "/")):
+            return False
+    return "product_ids" not in f or product.casefold() in {p.casefold()
+                                                             for p in f["product_ids"]}

@@ -76,6 +76,20 @@ def test_an_order_seen_twice_counts_once_and_cancelled_orders_do_not_count(clien
     assert before_cancel.count == 1
 
 
+def test_an_orders_line_filters_must_hold_on_one_line(client):
+    load_world(client, [{"email:c@example.com"}, {"email:d@example.com"}], [
+        {**order(3, "email:c@example.com", NOW - DAY), "lines": [
+            {"product": "p1", "category": "Electronics/Cameras", "price": 10.0},
+            {"product": "p2", "category": "Electronics/TV", "price": 10.0}]},
+        {**order(4, "email:d@example.com", NOW - DAY), "lines": [
+            {"product": "p1", "category": "Electronics/TV/OLED", "price": 10.0}]},
+    ])
+    p1_tv = {"event": {"filter": {"type": "order", "product_ids": ["p1"],
+                                  "category": "Electronics/TV"}}}
+    members = list(client.export_segment(p1_tv, as_of=NOW * 1000, channel="email"))
+    assert [m.address for m in members] == ["d@example.com"]  # c's p1 was a camera
+
+
 @pytest.mark.parametrize("tree, path", [
     ({"all": [TVS, CAMERAS, {"event": {"filter": {"type": "view"},
                                        "window": {"from_days_ago": 1, "to_days_ago": 5}}}]},
