@@ -3,7 +3,8 @@
 
 A seeded world of ``--persons`` persons (customer id, e-mail, one or two push
 devices; one in five has an order of the product the trigger is about, one in
-ten a recorded push) is loaded into a server in a subprocess over a fresh LMDB
+ten a recorded push, and with ``--history N`` N older pushes, one a day before the
+last week, as a long-lived customer has) is loaded into a server in a subprocess over a fresh LMDB
 folder with synced commits. Then, in the same run:
 
 - a trivial unary gRPC echo (a bare gRPC server in the server's process, no credentials
@@ -70,7 +71,7 @@ def ident(kind: int, value: str) -> common_pb2.Identifier:
 class World:
     """Links, events and requests of a seeded world, serialised up front."""
 
-    def __init__(self, persons: int, seed: int, batch: int):
+    def __init__(self, persons: int, seed: int, batch: int, history: int = 0):
         rng = random.Random(seed)
         self.persons = persons
         links, events = [], []
@@ -94,6 +95,13 @@ class World:
                         action=events_pb2.MESSAGE_ACTION_SENT, campaign="earlier"))
                 e.time.FromMilliseconds(NOON - 7_200_000)
                 events.append(e)
+                for day in range(history):  # older than every cap and dedupe window
+                    e = events_pb2.Event(
+                        event_id=f"m{i}-{day}", identifier=ident(DEVICE, f"dev-{i}-a"),
+                        channel=events_pb2.EVENT_CHANNEL_PUSH, message=events_pb2.MessageEvent(
+                            action=events_pb2.MESSAGE_ACTION_SENT, campaign="weekly"))
+                    e.time.FromMilliseconds(NOON - (8 + day) * 86_400_000)
+                    events.append(e)
         self.link_batches = [identity_pb2.LinkStreamRequest(links=links[s : s + batch])
                              for s in range(0, len(links), batch)]
         self.event_batches = [events_pb2.TrackStreamRequest(events=events[s : s + batch])
@@ -262,7 +270,7 @@ def served(world: World, workers: int, read_workers: int, check_workers: int = C
 
 def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    world = World(args.persons, args.seed, args.batch)
+    world = World(args.persons, args.seed, args.batch, args.history)
     print(f"world: {args.persons:,} persons, {world.events:,} events "
           f"(built in {time.perf_counter() - t0:.1f}s); server in a subprocess; "
           f"{os.cpu_count()} cores; {args.threads} client threads; sync on")
@@ -320,6 +328,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persons", type=int, default=100_000, help="persons in the world")
     parser.add_argument("--batch", type=int, default=1000, help="items per stream message")
+    parser.add_argument("--history", type=int, default=0,
+                        help="older pushes of each person with a recorded push")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians reported)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="seconds of each unary figure per repetition")
