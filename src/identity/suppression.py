@@ -321,6 +321,8 @@ class Suppression:
                     (("sent_at", at), ("channel", channel), ("campaign", last.campaign))))
         countable = [s for s in sent if not s.transactional]  # transactional sends never count
         for cap, (start, end) in zip(caps, bounds):
+            if len(countable) < cap.limit:
+                continue  # not enough sends in all to reach it
             channel, per_channel = cap.channel, cap.scope is _PER_CHANNEL
             if per_channel:
                 counted = [s.time_ms for s in countable
