@@ -166,17 +166,11 @@ class IdentityGraph:
 
     def person(self, tx: Txn, root: int, seen: tuple[int, bytes] | None = None) -> PersonView:
         """The person rooted at ``root``; ``seen`` is a member already read (``locate``)."""
-        record = self._person_record(tx, root)  # no _Person built: only its members are read
-        members = array("Q")
-        members.frombytes(record[_PERSON.size :])
-        get, pack, unpack, head, kinds = tx.get, _U64.pack, _NODE.unpack_from, _NODE.size, _KIND_OF
+        customer_node, records = self._member_records(tx, root, seen)
+        unpack, head, kinds = _NODE.unpack_from, _NODE.size, _KIND_OF
         infos = []
-        customer_node, customer = _PERSON.unpack_from(record)[0], ""
-        seen_node, seen_raw = seen if seen is not None else (-1, None)
-        for node in members:  # node_info for each, inlined: Resolve's and CheckTrigger's loop
-            raw = seen_raw if node == seen_node else get("nodes", pack(node))
-            if raw is None:
-                raise NotFound(f"no node {node}")
+        customer = ""
+        for node, raw in records:  # node_info for each, inlined: Resolve's loop
             node_root, kind, first, last = unpack(raw)
             value = raw[head:].decode()
             if node == customer_node:
@@ -189,18 +183,12 @@ class IdentityGraph:
         """The person rooted at ``root`` with its most recently seen identifier of ``kind``
         (ties: the newer node). ``person`` without a NodeInfo per member: every trigger
         check reads one."""
-        record = self._person_record(tx, root)
-        members = array("Q")
-        members.frombytes(record[_PERSON.size :])
-        get, pack, unpack, head, kinds = tx.get, _U64.pack, _NODE.unpack_from, _NODE.size, _KIND_OF
-        customer_node, customer = _PERSON.unpack_from(record)[0], ""
-        seen_node, seen_raw = seen if seen is not None else (-1, None)
+        customer_node, records = self._member_records(tx, root, seen)
+        unpack, head, kinds = _NODE.unpack_from, _NODE.size, _KIND_OF
         wanted, newest, latest = int(kind), (-1, -1), None
         identifiers = {}
-        for node in members:
-            raw = seen_raw if node == seen_node else get("nodes", pack(node))
-            if raw is None:
-                raise NotFound(f"no node {node}")
+        customer = ""
+        for node, raw in records:
             _, member_kind, _, last = unpack(raw)
             identifier = identifiers[node] = Identifier(kinds[member_kind], raw[head:].decode())
             if node == customer_node:
@@ -208,6 +196,22 @@ class IdentityGraph:
             if member_kind == wanted and (last, node) > newest:
                 newest, latest = (last, node), (node, identifier)
         return Reach(customer or f"P{root}", identifiers, latest)
+
+    def _member_records(self, tx: Txn, root: int, seen: tuple[int, bytes] | None
+                        ) -> tuple[int, list[tuple[int, bytes]]]:
+        """The person's customer node (0: none) and each member's node record; ``seen`` is
+        a member already read. No _Person is built: only the members are read."""
+        record = self._person_record(tx, root)
+        members = array("Q")
+        members.frombytes(record[_PERSON.size :])
+        get, pack = tx.get, _U64.pack
+        seen_node, seen_raw = seen if seen is not None else (-1, None)
+        records = [(node, seen_raw if node == seen_node else get("nodes", pack(node)))
+                   for node in members]
+        for node, raw in records:
+            if raw is None:
+                raise NotFound(f"no node {node}")
+        return _PERSON.unpack_from(record)[0], records
 
     def resolve(self, tx: Txn, identifier: Identifier) -> PersonView:
         node = self.node_of(tx, identifier)
