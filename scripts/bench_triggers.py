@@ -4,14 +4,15 @@
 A seeded world of ``--persons`` persons (customer id, e-mail, one or two push
 devices; one in five has an order of the product the trigger is about, one in
 ten a recorded push, and with ``--history N`` N older pushes, one a day before the
-last week, as a long-lived customer has) is loaded into a server in a subprocess over a fresh LMDB
-folder with synced commits. Then, in the same run:
+last week, as a long-lived customer has) is loaded into a server in a subprocess
+over a fresh LMDB folder with synced commits. Then, in the same run:
 
 - a trivial unary gRPC echo (a bare gRPC server in the server's process, no credentials
   to check), twice: on gRPC's shared thread pool and on a pool of two threads of its own
   (``benchlib``); calls/s, p99. Each ratio is to the faster of the two, so the server's
   placement of ``CheckTrigger`` (``--check-workers``) cannot make the baseline slower;
-- ``CheckTrigger`` without reservation (one read snapshot per call): calls/s, p99;
+- ``CheckTrigger`` without reservation (one read snapshot per call): calls/s, p99, and
+  the floor, 0.5x the echo;
 - ``CheckTrigger`` with ``reserve=true`` (decided on a snapshot, then one write job
   per call that re-validates and reserves, group committed): calls/s, p99;
 - ``FilterAudience`` over every person's device id, batches of ``--batch`` (messages
@@ -24,7 +25,10 @@ check groups its commit with the checks running beside it, so concurrency
 matters). The echo, check and reserve runs alternate in ``--slices`` short rounds,
 so that a shared machine's load changes hit all three alike; every figure is the
 median of ``--repeat`` repetitions on the same world, and each ratio is the median
-of per-repetition ratios to the echo interleaved with it.
+of per-repetition ratios to the echo interleaved with it. Plain checks start again
+at the first request in each round while reserving ones carry on through the list,
+so after the first round most plain checks ask about a person just reserved for
+(a send found: dedupe and caps have work to do).
 
     .venv/bin/python scripts/bench_triggers.py                   # 100k persons
     .venv/bin/python scripts/bench_triggers.py --persons 1000000  # the 1M world
@@ -315,9 +319,10 @@ def run(args: argparse.Namespace) -> None:
                   f"calls/s   p99 {med[f'{name}{threads}_p99']:6.2f} ms")
         for name, label in (("check", "CheckTrigger"), ("reserve", "CheckTrigger reserve")):
             rate, ratio = med[f"{name}{threads}_rate"], med[f"{name}{threads}_ratio"]
+            verdict = f"floor 0.50 {'met' if ratio >= 0.5 else 'NOT MET'}" if name == "check" \
+                else "(a synced write per SEND; the floor is the plain check's)"
             print(f"  {label + ',':<21} {threads:>2} threads {rate:>9,.0f} calls/s   p99 "
-                  f"{med[f'{name}{threads}_p99']:6.2f} ms   {ratio:.2f}x echo   floor 0.50 "
-                  f"{'met' if ratio >= 0.5 else 'NOT MET'}")
+                  f"{med[f'{name}{threads}_p99']:6.2f} ms   {ratio:.2f}x echo   {verdict}")
     print(f"  FilterAudience                     {med['audience']:>9,.0f} persons/s")
     print(f"  synced LMDB commit (raw, one put)  p50 {med['commit_p50_ms']:.2f} ms, p99 "
           f"{med['commit_p99_ms']:.2f} ms: at most {args.threads / med['commit_p50_ms'] * 1000:,.0f}"
