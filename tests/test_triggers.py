@@ -254,6 +254,10 @@ def test_an_unsubscribe_counts_however_old_but_old_sends_and_orders_do_not(
     by_push = client.check_trigger("device_id:d18", "abandoned_cart", "push",
                                    products=["K-42"], now=NOON, event_time=NOON - 2 * HOUR)
     assert by_push.verdict == SEND  # a month-old burst of pushes, a year-old kettle: no reason
+    settings = tr.AudienceSettings(channel=mail, campaign="winback", now=timestamp_of(NOON))
+    summary = list(client.filter_audience(settings, [["device_id:d18"]]))[-1].summary
+    reasons = [(c.code, c.count) for c in summary.suppressed_by_reason]
+    assert summary.suppressed == 1 and reasons == [(tr.REASON_CODE_OPTED_OUT, 1)]
     client.track([consent("re-opt", "email:old@example.com", NOON - HOUR, mail)])
     again = client.check_trigger("device_id:d18", "abandoned_cart", "email",
                                  products=["K-42"], now=NOON)
