@@ -315,6 +315,24 @@ def test_a_message_event_under_a_sends_key_counts_once(client: IdentityClient):
     assert capped.reasons[0].attributes["count"] == "2"
 
 
+def test_a_message_event_counts_when_its_reservation_is_older_than_every_window(
+        client: IdentityClient):
+    """A reservation made days before its push went out: the push, reported as a message
+    event under the reservation's key, counts on the day it went out."""
+    client.set_trigger_rule(rule(campaign="slow", caps=[tr.FrequencyCap(
+        scope=tr.CAP_SCOPE_CHANNEL, channel=ev.EVENT_CHANNEL_PUSH, limit=1,
+        period=tr.CAP_PERIOD_DAY)], dedupe_window={"seconds": 60}))
+    client.link("customer_id:C-17", "device_id:d19", observed_at=NOON - 72 * HOUR)
+    ask = dict(campaign="slow", now=NOON - 48 * HOUR, reserve=True, idempotency_key="late-1")
+    assert client.check_trigger("device_id:d19", "wishlist", "push", **ask).reserved
+    client.track([event("late-1", "device_id:d19", NOON - HOUR, channel=ev.EVENT_CHANNEL_PUSH,
+                        message=ev.MessageEvent(action=ev.MESSAGE_ACTION_SENT,
+                                                campaign="slow"))])
+    today = client.check_trigger("device_id:d19", "back_in_stock", "push", campaign="slow",
+                                 now=NOON)
+    assert codes(today) == ["channel_cap"]  # 1 of 1 pushes today
+
+
 def test_failed_send_releases_its_reservation(client: IdentityClient):
     client.link("customer_id:C-14", "device_id:d15", observed_at=NOON - HOUR)
     ask = dict(products=["K-42"], now=NOON, reserve=True, idempotency_key="k-2")
