@@ -34,11 +34,14 @@ class Period(IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return _PERIOD_LABELS[self]  # made once below: an enum's name is slow to reach
 
     @property
     def ms(self) -> int:
         return DAY_MS if self is Period.DAY else WEEK_MS
+
+
+_PERIOD_LABELS = {period: period.name.lower() for period in Period}
 
 
 @lru_cache(maxsize=1024)

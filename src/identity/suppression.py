@@ -36,7 +36,7 @@ from identity.eventful import EventfulNodes
 from identity.events import Channel, EventType, MessageAction, StoredEvent
 from identity.graph import IdentityGraph
 from identity.identifiers import Identifier, Kind
-from identity.local_time import Period, period_bounds, quiet_until, zone
+from identity.local_time import period_bounds, quiet_until, zone
 from identity.orders import OrderBook
 from identity.profiles import ProfileReader
 from identity.sendlog import RESERVED, SENT, Send, SendLog, subject_of
@@ -51,7 +51,6 @@ _ALL = 1 << 30  # history page size meaning "every matching event"
 _MESSAGES = frozenset({EventType.MESSAGE})
 _MESSAGES_AND_ORDERS = frozenset({EventType.MESSAGE, EventType.ORDER})
 _LABELS = {channel: channel.name.lower() for channel in Channel}  # (an enum's name is slow)
-_PERIODS = {period: period.label for period in Period}
 # Module globals: an enum member looked up on its class costs ten times a global's lookup.
 _SEND, _SUPPRESS, _DEFER = Verdict.SEND, Verdict.SUPPRESS, Verdict.DEFER
 _PER_CHANNEL, _BY_CATEGORY, _NO_MATCH = CapScope.CHANNEL, PurchaseMatch.CATEGORY, PurchaseMatch.NONE
@@ -340,7 +339,7 @@ class Suppression:
             code, what = (ReasonCode.CHANNEL_CAP, _LABELS[check.channel]) if per_channel \
                 else (ReasonCode.CAMPAIGN_CAP, f"campaign {check.campaign!r}")
             kind, period = ("rolling ", "true") if cap.rolling else ("", "false")
-            label = _PERIODS[cap.period]
+            label = cap.period.label
             reasons.append(Reason(
                 code, f"{len(counted)} of {cap.limit} {what} messages this {kind}{label}", until,
                 (("limit", str(cap.limit)), ("count", str(len(counted))), ("period", label),
